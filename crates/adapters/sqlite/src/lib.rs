@@ -1,0 +1,1 @@
+//! Embedded adapters on SQLite: the event bus (`bus`) and the store (`store`).

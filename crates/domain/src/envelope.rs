@@ -1,0 +1,250 @@
+//! The versioned event envelope: CloudEvents 1.0, structured JSON mode, plus the W3C
+//! `traceparent` extension so a trace follows an event from the API to every delivery.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::events::{DomainEvent, EntityKind};
+use crate::ids;
+use crate::validation::{FieldError, ValidationError};
+
+pub const SPEC_VERSION: &str = "1.0";
+pub const JSON: &str = "application/json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CloudEvent {
+    pub specversion: String,
+    /// Unique per event; the key of every idempotency fence downstream.
+    pub id: String,
+    /// URI-reference of the producer, e.g. `/enrollstream/api`.
+    pub source: String,
+    /// Versioned event type, e.g. `com.enrollstream.application.submitted.v1`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The entity id (quote id or application id); also the bus partition key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+    /// W3C trace context of the request that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    /// Other CloudEvents extension attributes, kept and passed on untouched.
+    #[serde(flatten)]
+    pub extensions: BTreeMap<String, serde_json::Value>,
+}
+
+impl CloudEvent {
+    /// Wrap a domain event in a new envelope with a fresh id.
+    pub fn new(
+        event: &DomainEvent,
+        source: &str,
+        time: DateTime<Utc>,
+        traceparent: Option<String>,
+    ) -> Self {
+        Self::with_id(ids::new_id(), event, source, time, traceparent)
+    }
+
+    /// Wrap a domain event in an envelope with a given (usually derived) id.
+    pub fn with_id(
+        id: String,
+        event: &DomainEvent,
+        source: &str,
+        time: DateTime<Utc>,
+        traceparent: Option<String>,
+    ) -> Self {
+        Self {
+            specversion: SPEC_VERSION.to_string(),
+            id,
+            source: source.to_string(),
+            ty: event.event_type().to_string(),
+            subject: Some(event.entity_id().to_string()),
+            time: Some(time),
+            datacontenttype: Some(JSON.to_string()),
+            dataschema: Some(schema_uri(event.event_type())),
+            traceparent,
+            data: event.data(),
+            extensions: BTreeMap::new(),
+        }
+    }
+
+    /// Parse a structured-mode CloudEvent, naming the field that is wrong.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, ValidationError> {
+        let event: CloudEvent = ValidationError::decode("", value)?;
+        event.validate_envelope()?;
+        Ok(event)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ValidationError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| ValidationError::single("$", format!("malformed JSON: {e}")))?;
+        Self::from_json(&value)
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a CloudEvent always serialises")
+    }
+
+    /// The checks of the CloudEvents 1.0 spec that concern us (required attributes, JSON data).
+    pub fn validate_envelope(&self) -> Result<(), ValidationError> {
+        let mut errors = Vec::new();
+        if self.specversion != SPEC_VERSION {
+            errors.push(FieldError::new("specversion", "must be \"1.0\""));
+        }
+        if self.id.trim().is_empty() {
+            errors.push(FieldError::new("id", "must not be empty"));
+        }
+        if self.source.trim().is_empty() {
+            errors.push(FieldError::new("source", "must not be empty"));
+        }
+        if self.ty.trim().is_empty() {
+            errors.push(FieldError::new("type", "must not be empty"));
+        }
+        match self.subject.as_deref() {
+            Some(s) if !s.trim().is_empty() => {}
+            _ => errors.push(FieldError::new(
+                "subject",
+                "must be the entity id (it is the partition key)",
+            )),
+        }
+        if let Some(ct) = self.datacontenttype.as_deref() {
+            if ct != JSON && !ct.starts_with("application/json;") {
+                errors.push(FieldError::new(
+                    "datacontenttype",
+                    "only application/json data is accepted",
+                ));
+            }
+        }
+        if let Some(tp) = self.traceparent.as_deref() {
+            if !is_traceparent(tp) {
+                errors.push(FieldError::new(
+                    "traceparent",
+                    "must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+                ));
+            }
+        }
+        ValidationError::check(errors)
+    }
+
+    pub fn entity_kind(&self) -> Option<EntityKind> {
+        EntityKind::of_type(&self.ty)
+    }
+
+    pub fn entity_id(&self) -> &str {
+        self.subject.as_deref().unwrap_or_default()
+    }
+
+    /// `time` as RFC 3339, the form used in Kafka headers.
+    pub fn time_rfc3339(&self) -> Option<String> {
+        self.time
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+}
+
+/// Where the JSON Schema of an event type is served by the API.
+pub fn schema_uri(event_type: &str) -> String {
+    format!("/v1/schemas/{event_type}")
+}
+
+fn is_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)
+}
+
+/// A new W3C traceparent for a request that arrived without one.
+pub fn new_traceparent() -> String {
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+/// A child traceparent: same trace, new span.
+pub fn child_traceparent(parent: &str) -> String {
+    let trace = parent.split('-').nth(1).unwrap_or_default();
+    if trace.len() != 32 {
+        return new_traceparent();
+    }
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ApplicationEvent, ApplicationStarted, Applicant};
+    use serde_json::json;
+
+    fn started() -> DomainEvent {
+        DomainEvent::Application(ApplicationEvent::Started(ApplicationStarted {
+            application_id: "A-1".into(),
+            applicant: Applicant {
+                name: "Jane Doe".into(),
+                email: "jane@example.com".into(),
+            },
+            product: "dental-basic".into(),
+            quote_id: None,
+        }))
+    }
+
+    #[test]
+    fn envelope_round_trips_and_decodes() {
+        let ev = CloudEvent::new(&started(), "/test", Utc::now(), Some(new_traceparent()));
+        let back = CloudEvent::from_slice(&ev.to_vec()).unwrap();
+        assert_eq!(back, ev);
+        assert_eq!(DomainEvent::from_cloud_event(&back).unwrap(), started());
+        assert_eq!(back.subject.as_deref(), Some("A-1"));
+    }
+
+    #[test]
+    fn missing_required_attribute_is_named() {
+        let err = CloudEvent::from_json(&json!({"specversion":"1.0","source":"/x","type":"t","subject":"s"}))
+            .unwrap_err();
+        assert_eq!(err.errors[0].field, "id");
+    }
+
+    #[test]
+    fn bad_data_field_is_named_with_its_path() {
+        let mut ev = CloudEvent::new(&started(), "/test", Utc::now(), None);
+        ev.data["applicant"]["email"] = json!(42);
+        let err = DomainEvent::from_cloud_event(&ev).unwrap_err();
+        assert_eq!(err.errors[0].field, "data.applicant.email");
+        ev.data["applicant"]["email"] = json!("not-an-email");
+        let err = DomainEvent::from_cloud_event(&ev).unwrap_err();
+        assert_eq!(err.errors[0].field, "data.applicant.email");
+    }
+
+    #[test]
+    fn subject_must_match_entity() {
+        let mut ev = CloudEvent::new(&started(), "/test", Utc::now(), None);
+        ev.subject = Some("A-2".into());
+        let err = DomainEvent::from_cloud_event(&ev).unwrap_err();
+        assert_eq!(err.errors[0].field, "subject");
+    }
+
+    #[test]
+    fn extensions_survive() {
+        let mut v = serde_json::to_value(CloudEvent::new(&started(), "/t", Utc::now(), None)).unwrap();
+        v["partnerid"] = json!("p-9");
+        let ev = CloudEvent::from_json(&v).unwrap();
+        assert_eq!(ev.extensions["partnerid"], json!("p-9"));
+        assert_eq!(serde_json::to_value(&ev).unwrap()["partnerid"], json!("p-9"));
+    }
+
+    #[test]
+    fn traceparent_children_keep_the_trace() {
+        let p = new_traceparent();
+        assert!(is_traceparent(&p));
+        let c = child_traceparent(&p);
+        assert!(is_traceparent(&c));
+        assert_eq!(p.split('-').nth(1), c.split('-').nth(1));
+    }
+}

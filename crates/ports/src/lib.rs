@@ -1,0 +1,23 @@
+//! Ports: the small traits at the seams between the pipeline and the outside world.
+//!
+//! The runners (projector, relay, deliveries, reminders) and the API only see these traits, so
+//! the same pipeline runs on the embedded SQLite adapters and on Kafka and MongoDB.
+
+pub mod bus;
+pub mod clock;
+pub mod codec;
+pub mod health;
+pub mod store;
+pub mod topics;
+
+pub use bus::{
+    BusError, CommitPosition, EventBus, Header, InboundMessage, OutboundMessage, Publisher,
+    StartFrom, Subscription, SubscriptionSpec, TopicSpec,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use store::{
+    ApplyOutcome, Change, EntityRecord, IdempotencyRecord, Reservation, Store, StoreError,
+    StoredEvent, StoredOutboxMessage,
+};
+pub use health::HealthRegistry;
+pub use topics::TopicNames;
