@@ -1,0 +1,1 @@
+//! The Kafka event bus adapter.
