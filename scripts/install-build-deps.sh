@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages needed to BUILD the workspace.
+# rdkafka builds its vendored librdkafka (Debian's 2.0.2 cannot talk to tansu), which needs cmake,
+# a C++ compiler, curl, OpenSSL, SASL and zlib headers. apt runs only when something is missing.
+set -euo pipefail
+
+packages=(cmake g++ pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "build deps: all present (${packages[*]})"
+    exit 0
+fi
+
+echo "build deps: installing ${missing[*]}"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "build deps: not root and no sudo; install as root: apt-get install -y ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "build deps: installed ${missing[*]}"
