@@ -112,11 +112,19 @@ impl Application {
         next.updated_at = at;
         match event {
             E::Started(_) => {
-                return Err(reject(from.as_str(), name(event), "the application already exists"))
+                return Err(reject(
+                    from.as_str(),
+                    name(event),
+                    "the application already exists",
+                ))
             }
             E::Submitted(e) => {
                 if from != S::Started {
-                    return Err(reject(from.as_str(), name(event), "only a started application can be submitted"));
+                    return Err(reject(
+                        from.as_str(),
+                        name(event),
+                        "only a started application can be submitted",
+                    ));
                 }
                 next.status = match e.submitter {
                     Submitter::Broker { .. } => S::AwaitingSignature,
@@ -127,7 +135,11 @@ impl Application {
             }
             E::SignatureReceived(e) => {
                 if !matches!(from, S::AwaitingSignature | S::Submitted) {
-                    return Err(reject(from.as_str(), name(event), "a signature needs a submitted application"));
+                    return Err(reject(
+                        from.as_str(),
+                        name(event),
+                        "a signature needs a submitted application",
+                    ));
                 }
                 next.status = S::Signed;
                 next.signature = Some(crate::application::Signature {
@@ -138,20 +150,32 @@ impl Application {
             }
             E::Approved(_) => {
                 if !matches!(from, S::Signed | S::Submitted) {
-                    return Err(reject(from.as_str(), name(event), "only a signed application can be approved"));
+                    return Err(reject(
+                        from.as_str(),
+                        name(event),
+                        "only a signed application can be approved",
+                    ));
                 }
                 next.status = S::Approved;
             }
             E::Declined(e) => {
                 if from.is_final() || from == S::Started {
-                    return Err(reject(from.as_str(), name(event), "only a submitted application can be declined"));
+                    return Err(reject(
+                        from.as_str(),
+                        name(event),
+                        "only a submitted application can be declined",
+                    ));
                 }
                 next.status = S::Declined;
                 next.decision_reason = Some(e.reason.clone());
             }
             E::Withdrawn(e) => {
                 if from.is_final() {
-                    return Err(reject(from.as_str(), name(event), "the application is already closed"));
+                    return Err(reject(
+                        from.as_str(),
+                        name(event),
+                        "the application is already closed",
+                    ));
                 }
                 next.status = S::Withdrawn;
                 next.decision_reason = e.reason.clone();
@@ -192,7 +216,10 @@ mod tests {
     fn started() -> ApplicationEvent {
         ApplicationEvent::Started(ApplicationStarted {
             application_id: "A".into(),
-            applicant: Applicant { name: "Jane".into(), email: "j@x.io".into() },
+            applicant: Applicant {
+                name: "Jane".into(),
+                email: "j@x.io".into(),
+            },
             product: "dental".into(),
             quote_id: None,
         })
@@ -202,7 +229,11 @@ mod tests {
         ApplicationEvent::Submitted(ApplicationSubmitted {
             application_id: "A".into(),
             submitter: Submitter::Broker {
-                broker: Broker { id: "B".into(), name: "Acme".into(), email: "a@acme.test".into() },
+                broker: Broker {
+                    id: "B".into(),
+                    name: "Acme".into(),
+                    email: "a@acme.test".into(),
+                },
             },
         })
     }
@@ -238,7 +269,10 @@ mod tests {
             application_id: "A".into(),
             submitter: Submitter::Member,
         });
-        assert_eq!(fold(&[started(), member]).unwrap().status, ApplicationStatus::Submitted);
+        assert_eq!(
+            fold(&[started(), member]).unwrap().status,
+            ApplicationStatus::Submitted
+        );
     }
 
     #[test]
@@ -250,7 +284,10 @@ mod tests {
         assert!(err.reason.contains("submitted"));
         let err = fold(&[started(), by_broker(), by_broker()]).unwrap_err();
         assert_eq!(err.from, "AWAITING_SIGNATURE");
-        let withdrawn = ApplicationEvent::Withdrawn(ApplicationWithdrawn { application_id: "A".into(), reason: None });
+        let withdrawn = ApplicationEvent::Withdrawn(ApplicationWithdrawn {
+            application_id: "A".into(),
+            reason: None,
+        });
         let err = fold(&[started(), withdrawn.clone(), signed()]).unwrap_err();
         assert_eq!(err.from, "WITHDRAWN");
         assert!(fold(&[started(), withdrawn.clone(), withdrawn]).is_err());
@@ -263,7 +300,11 @@ mod tests {
             attempts: 5,
             broker_email: "a@acme.test".into(),
         });
-        assert!(fold(&[started(), by_broker(), ex.clone()]).unwrap().signature_overdue);
+        assert!(
+            fold(&[started(), by_broker(), ex.clone()])
+                .unwrap()
+                .signature_overdue
+        );
         let app = fold(&[started(), by_broker(), signed(), ex]).unwrap();
         assert!(!app.signature_overdue);
         assert_eq!(app.status, ApplicationStatus::Signed);

@@ -157,7 +157,11 @@ pub fn schema_uri(event_type: &str) -> String {
 fn is_traceparent(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
-    parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
 }
 
 /// A new W3C traceparent for a request that arrived without one.
@@ -180,7 +184,7 @@ pub fn child_traceparent(parent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ApplicationEvent, ApplicationStarted, Applicant};
+    use crate::events::{Applicant, ApplicationEvent, ApplicationStarted};
     use serde_json::json;
 
     fn started() -> DomainEvent {
@@ -206,8 +210,10 @@ mod tests {
 
     #[test]
     fn missing_required_attribute_is_named() {
-        let err = CloudEvent::from_json(&json!({"specversion":"1.0","source":"/x","type":"t","subject":"s"}))
-            .unwrap_err();
+        let err = CloudEvent::from_json(
+            &json!({"specversion":"1.0","source":"/x","type":"t","subject":"s"}),
+        )
+        .unwrap_err();
         assert_eq!(err.errors[0].field, "id");
     }
 
@@ -232,11 +238,15 @@ mod tests {
 
     #[test]
     fn extensions_survive() {
-        let mut v = serde_json::to_value(CloudEvent::new(&started(), "/t", Utc::now(), None)).unwrap();
+        let mut v =
+            serde_json::to_value(CloudEvent::new(&started(), "/t", Utc::now(), None)).unwrap();
         v["partnerid"] = json!("p-9");
         let ev = CloudEvent::from_json(&v).unwrap();
         assert_eq!(ev.extensions["partnerid"], json!("p-9"));
-        assert_eq!(serde_json::to_value(&ev).unwrap()["partnerid"], json!("p-9"));
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap()["partnerid"],
+            json!("p-9")
+        );
     }
 
     #[test]

@@ -79,11 +79,26 @@ pub fn outbox_for(
             payload: event.data.clone(),
             state: state.clone(),
         };
-        let mut ce = envelope(&id, NOTIFICATION, &entity_id, occurred_at, trace.clone(), serde_json::to_value(&data).expect("serialisable"));
-        ce.extensions.insert(EXT_TARGETS.into(), json!(route.targets.join(",")));
-        ce.extensions.insert(EXT_PRIORITY.into(), json!(route.priority.as_str()));
-        ce.extensions.insert(EXT_TRIGGER.into(), json!(route.trigger_type));
-        out.push(OutboxMessage { id, topic, key: entity_id.clone(), event: ce });
+        let mut ce = envelope(
+            &id,
+            NOTIFICATION,
+            &entity_id,
+            occurred_at,
+            trace.clone(),
+            serde_json::to_value(&data).expect("serialisable"),
+        );
+        ce.extensions
+            .insert(EXT_TARGETS.into(), json!(route.targets.join(",")));
+        ce.extensions
+            .insert(EXT_PRIORITY.into(), json!(route.priority.as_str()));
+        ce.extensions
+            .insert(EXT_TRIGGER.into(), json!(route.trigger_type));
+        out.push(OutboxMessage {
+            id,
+            topic,
+            key: entity_id.clone(),
+            event: ce,
+        });
     }
     if let Some(topic) = &rules.entity_updates_topic {
         let id = derived_id(&["entity-updated", &event.id]);
@@ -95,7 +110,12 @@ pub fn outbox_for(
             "state": state,
         });
         let ce = envelope(&id, ENTITY_UPDATED, &entity_id, occurred_at, trace, data);
-        out.push(OutboxMessage { id, topic: topic.clone(), key: entity_id, event: ce });
+        out.push(OutboxMessage {
+            id,
+            topic: topic.clone(),
+            key: entity_id,
+            event: ce,
+        });
     }
     out
 }

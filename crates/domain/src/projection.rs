@@ -64,7 +64,10 @@ pub fn project(
                 .transpose()
                 .map_err(corrupt)?;
             let next = Application::apply(prev.as_ref(), e, at)?;
-            (next.status.as_str().to_string(), serde_json::to_value(&next).map_err(corrupt)?)
+            (
+                next.status.as_str().to_string(),
+                serde_json::to_value(&next).map_err(corrupt)?,
+            )
         }
         DomainEvent::Quote(e) => {
             let prev: Option<Quote> = current
@@ -72,12 +75,22 @@ pub fn project(
                 .transpose()
                 .map_err(corrupt)?;
             let next = Quote::apply(prev.as_ref(), e, at)?;
-            (next.status.as_str().to_string(), serde_json::to_value(&next).map_err(corrupt)?)
+            (
+                next.status.as_str().to_string(),
+                serde_json::to_value(&next).map_err(corrupt)?,
+            )
         }
     };
     let kind = decoded.kind();
     let outbox = outbox_for(rules, event, kind, version, &state);
-    Ok(Projection { kind, entity_id: id, version, status, state, outbox })
+    Ok(Projection {
+        kind,
+        entity_id: id,
+        version,
+        status,
+        state,
+        outbox,
+    })
 }
 
 #[cfg(test)]
@@ -93,32 +106,46 @@ mod tests {
 
     #[test]
     fn projection_is_deterministic_and_routes() {
-        let started = ev(DomainEvent::Application(ApplicationEvent::Started(ApplicationStarted {
-            application_id: "A".into(),
-            applicant: Applicant { name: "J".into(), email: "j@x.io".into() },
-            product: "p".into(),
-            quote_id: None,
-        })));
+        let started = ev(DomainEvent::Application(ApplicationEvent::Started(
+            ApplicationStarted {
+                application_id: "A".into(),
+                applicant: Applicant {
+                    name: "J".into(),
+                    email: "j@x.io".into(),
+                },
+                product: "p".into(),
+                quote_id: None,
+            },
+        )));
         let rules = RoutingRules::default();
         let a = project(&started, None, &rules).unwrap();
         let b = project(&started, None, &rules).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.version, 1);
         assert_eq!(a.status, "STARTED");
-        let n = a.outbox.iter().find(|m| m.event.ty == NOTIFICATION).unwrap();
+        let n = a
+            .outbox
+            .iter()
+            .find(|m| m.event.ty == NOTIFICATION)
+            .unwrap();
         assert_eq!(n.topic, "enrollment-notifications");
         assert_eq!(n.key, "A");
-        assert_eq!(n.event.extensions[EXT_TARGETS], "logic_apps,salesforce,lead_management");
+        assert_eq!(
+            n.event.extensions[EXT_TARGETS],
+            "logic_apps,salesforce,lead_management"
+        );
         assert!(a.outbox.iter().any(|m| m.topic == "entity-updates"));
     }
 
     #[test]
     fn transition_errors_surface() {
-        let signed = ev(DomainEvent::Application(ApplicationEvent::SignatureReceived(SignatureReceived {
-            application_id: "A".into(),
-            signed_by: "J".into(),
-            signed_at: None,
-        })));
+        let signed = ev(DomainEvent::Application(
+            ApplicationEvent::SignatureReceived(SignatureReceived {
+                application_id: "A".into(),
+                signed_by: "J".into(),
+                signed_at: None,
+            }),
+        ));
         let err = project(&signed, None, &RoutingRules::default()).unwrap_err();
         assert_eq!(err.code(), "invalid_transition");
     }

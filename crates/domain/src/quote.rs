@@ -81,10 +81,18 @@ impl Quote {
             )),
             (Some(q), QuoteEvent::Created(e)) => {
                 if q.status != QuoteStatus::Requested {
-                    return Err(reject(q.status.as_str(), "QuoteCreated", "the quote is already priced"));
+                    return Err(reject(
+                        q.status.as_str(),
+                        "QuoteCreated",
+                        "the quote is already priced",
+                    ));
                 }
                 if q.customer_id != e.customer_id {
-                    return Err(reject(q.status.as_str(), "QuoteCreated", "customer_id differs from the request"));
+                    return Err(reject(
+                        q.status.as_str(),
+                        "QuoteCreated",
+                        "customer_id differs from the request",
+                    ));
                 }
                 let mut next = q.clone();
                 next.status = QuoteStatus::Quoted;
@@ -95,7 +103,11 @@ impl Quote {
             }
             (Some(q), QuoteEvent::Updated(e)) => {
                 if q.status != QuoteStatus::Quoted && e.premium.is_none() {
-                    return Err(reject(q.status.as_str(), "QuoteUpdated", "a requested quote needs a premium"));
+                    return Err(reject(
+                        q.status.as_str(),
+                        "QuoteUpdated",
+                        "a requested quote needs a premium",
+                    ));
                 }
                 let mut next = q.clone();
                 if let Some(p) = &e.premium {
@@ -123,25 +135,54 @@ mod tests {
 
     #[test]
     fn request_then_price_then_update() {
-        let q = Quote::apply(None, &QuoteEvent::Requested(QuoteRequested {
-            quote_id: "Q".into(), customer_id: "C".into(), product: "p".into(),
-        }), t()).unwrap();
+        let q = Quote::apply(
+            None,
+            &QuoteEvent::Requested(QuoteRequested {
+                quote_id: "Q".into(),
+                customer_id: "C".into(),
+                product: "p".into(),
+            }),
+            t(),
+        )
+        .unwrap();
         assert_eq!(q.status, QuoteStatus::Requested);
-        let q = Quote::apply(Some(&q), &QuoteEvent::Created(QuoteCreated {
-            quote_id: "Q".into(), customer_id: "C".into(), product: "p".into(), premium: Money::new(5000, "USD"),
-        }), t()).unwrap();
+        let q = Quote::apply(
+            Some(&q),
+            &QuoteEvent::Created(QuoteCreated {
+                quote_id: "Q".into(),
+                customer_id: "C".into(),
+                product: "p".into(),
+                premium: Money::new(5000, "USD"),
+            }),
+            t(),
+        )
+        .unwrap();
         assert_eq!(q.status, QuoteStatus::Quoted);
-        let q = Quote::apply(Some(&q), &QuoteEvent::Updated(QuoteUpdated {
-            quote_id: "Q".into(), premium: Some(Money::new(4500, "USD")), product: None,
-        }), t()).unwrap();
+        let q = Quote::apply(
+            Some(&q),
+            &QuoteEvent::Updated(QuoteUpdated {
+                quote_id: "Q".into(),
+                premium: Some(Money::new(4500, "USD")),
+                product: None,
+            }),
+            t(),
+        )
+        .unwrap();
         assert_eq!(q.premium.unwrap().amount_minor, 4500);
     }
 
     #[test]
     fn update_of_unknown_quote_is_rejected() {
-        let err = Quote::apply(None, &QuoteEvent::Updated(QuoteUpdated {
-            quote_id: "Q".into(), premium: None, product: Some("x".into()),
-        }), t()).unwrap_err();
+        let err = Quote::apply(
+            None,
+            &QuoteEvent::Updated(QuoteUpdated {
+                quote_id: "Q".into(),
+                premium: None,
+                product: Some("x".into()),
+            }),
+            t(),
+        )
+        .unwrap_err();
         assert_eq!(err.from, "unknown");
     }
 }

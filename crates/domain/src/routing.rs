@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::events;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Low,
@@ -70,7 +72,11 @@ pub const LEAD_MANAGEMENT: &str = "lead_management";
 
 impl Default for RoutingRules {
     fn default() -> Self {
-        let rule = |types: &[&str], topic: &str, targets: &[&str], priority: Option<Priority>, trigger: Option<&str>| RoutingRule {
+        let rule = |types: &[&str],
+                    topic: &str,
+                    targets: &[&str],
+                    priority: Option<Priority>,
+                    trigger: Option<&str>| RoutingRule {
             event_types: types.iter().map(|s| s.to_string()).collect(),
             topic: topic.to_string(),
             targets: targets.iter().map(|s| s.to_string()).collect(),
@@ -79,11 +85,49 @@ impl Default for RoutingRules {
         };
         Self {
             rules: vec![
-                rule(&["com.enrollstream.quote.*"], "quote-notifications", &[LOGIC_APPS, SALESFORCE], Some(Priority::Normal), Some("quote_lifecycle")),
-                rule(&[events::QUOTE_CREATED], "quote-notifications", &[], Some(Priority::High), None),
-                rule(&["com.enrollstream.application.*"], "enrollment-notifications", &[LOGIC_APPS, SALESFORCE], Some(Priority::Normal), Some("enrollment_lifecycle")),
-                rule(&[events::APPLICATION_STARTED, events::APPLICATION_SUBMITTED, events::SIGNATURE_RECEIVED], "enrollment-notifications", &[LEAD_MANAGEMENT], None, None),
-                rule(&[events::SIGNATURE_RECEIVED, events::APPLICATION_APPROVED, events::SIGNATURE_REMINDERS_EXHAUSTED], "enrollment-notifications", &[], Some(Priority::High), None),
+                rule(
+                    &["com.enrollstream.quote.*"],
+                    "quote-notifications",
+                    &[LOGIC_APPS, SALESFORCE],
+                    Some(Priority::Normal),
+                    Some("quote_lifecycle"),
+                ),
+                rule(
+                    &[events::QUOTE_CREATED],
+                    "quote-notifications",
+                    &[],
+                    Some(Priority::High),
+                    None,
+                ),
+                rule(
+                    &["com.enrollstream.application.*"],
+                    "enrollment-notifications",
+                    &[LOGIC_APPS, SALESFORCE],
+                    Some(Priority::Normal),
+                    Some("enrollment_lifecycle"),
+                ),
+                rule(
+                    &[
+                        events::APPLICATION_STARTED,
+                        events::APPLICATION_SUBMITTED,
+                        events::SIGNATURE_RECEIVED,
+                    ],
+                    "enrollment-notifications",
+                    &[LEAD_MANAGEMENT],
+                    None,
+                    None,
+                ),
+                rule(
+                    &[
+                        events::SIGNATURE_RECEIVED,
+                        events::APPLICATION_APPROVED,
+                        events::SIGNATURE_REMINDERS_EXHAUSTED,
+                    ],
+                    "enrollment-notifications",
+                    &[],
+                    Some(Priority::High),
+                    None,
+                ),
             ],
             entity_updates_topic: Some("entity-updates".to_string()),
         }
@@ -101,7 +145,11 @@ impl RoutingRules {
                 None => {
                     out.push((
                         rule.topic.clone(),
-                        Route { targets: Vec::new(), priority: Priority::Normal, trigger_type: String::new() },
+                        Route {
+                            targets: Vec::new(),
+                            priority: Priority::Normal,
+                            trigger_type: String::new(),
+                        },
                     ));
                     out.len() - 1
                 }
@@ -133,7 +181,12 @@ impl RoutingRules {
     /// Every topic a rule can publish to (for provisioning).
     pub fn topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = Vec::new();
-        for t in self.rules.iter().map(|r| &r.topic).chain(self.entity_updates_topic.iter()) {
+        for t in self
+            .rules
+            .iter()
+            .map(|r| &r.topic)
+            .chain(self.entity_updates_topic.iter())
+        {
             if !topics.contains(t) {
                 topics.push(t.clone());
             }
@@ -157,7 +210,10 @@ mod tests {
         assert_eq!(q[0].1.trigger_type, "quote_lifecycle");
 
         let s = r.routes(events::APPLICATION_SUBMITTED);
-        assert_eq!(s[0].1.targets, vec![LOGIC_APPS, SALESFORCE, LEAD_MANAGEMENT]);
+        assert_eq!(
+            s[0].1.targets,
+            vec![LOGIC_APPS, SALESFORCE, LEAD_MANAGEMENT]
+        );
         assert_eq!(s[0].1.priority, Priority::Normal);
         let sig = r.routes(events::SIGNATURE_RECEIVED);
         assert_eq!(sig[0].1.priority, Priority::High);

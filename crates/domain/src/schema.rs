@@ -20,7 +20,10 @@ pub fn data_schemas() -> Vec<(&'static str, Schema)> {
         (APPLICATION_APPROVED, schema_for!(ApplicationApproved)),
         (APPLICATION_DECLINED, schema_for!(ApplicationDeclined)),
         (APPLICATION_WITHDRAWN, schema_for!(ApplicationWithdrawn)),
-        (SIGNATURE_REMINDERS_EXHAUSTED, schema_for!(SignatureRemindersExhausted)),
+        (
+            SIGNATURE_REMINDERS_EXHAUSTED,
+            schema_for!(SignatureRemindersExhausted),
+        ),
         (NOTIFICATION, schema_for!(NotificationData)),
     ]
 }
@@ -45,7 +48,12 @@ mod tests {
     fn every_type_has_a_schema() {
         for t in ALL_TYPES {
             let s = data_schema(t).unwrap_or_else(|| panic!("no schema for {t}"));
-            assert!(s.get("properties").is_some() || s.get("oneOf").is_some() || s.get("anyOf").is_some(), "{t}: {s}");
+            assert!(
+                s.get("properties").is_some()
+                    || s.get("oneOf").is_some()
+                    || s.get("anyOf").is_some(),
+                "{t}: {s}"
+            );
         }
         assert!(envelope_schema()["properties"]["specversion"].is_object());
     }

@@ -62,7 +62,11 @@ impl ValidationError {
                 .strip_prefix("missing field `")
                 .and_then(|m| m.split('`').next())
             {
-                path = if path == "." { missing.to_string() } else { format!("{path}.{missing}") };
+                path = if path == "." {
+                    missing.to_string()
+                } else {
+                    format!("{path}.{missing}")
+                };
             }
             let field = match (prefix.is_empty(), path.as_str()) {
                 (true, ".") => String::new(),
@@ -71,7 +75,11 @@ impl ValidationError {
                 (false, p) => format!("{prefix}.{p}"),
             };
             Self::single(
-                if field.is_empty() { "$".to_string() } else { field },
+                if field.is_empty() {
+                    "$".to_string()
+                } else {
+                    field
+                },
                 message,
             )
         })

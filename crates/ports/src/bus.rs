@@ -119,7 +119,11 @@ pub trait Publisher: Send + Sync {
 pub trait Subscription: Send {
     /// Wait up to `max_wait` for at most `max` messages. Messages of one partition come in
     /// offset order. After a crash or a rebalance, everything not committed is delivered again.
-    async fn poll(&mut self, max: usize, max_wait: Duration) -> Result<Vec<InboundMessage>, BusError>;
+    async fn poll(
+        &mut self,
+        max: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<InboundMessage>, BusError>;
 
     /// Commit positions for the group. Call only after the effects of every message before each
     /// position are durable.
@@ -140,6 +144,20 @@ pub trait EventBus: Send + Sync {
     fn publisher(&self) -> Arc<dyn Publisher>;
 
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// The positions `group` has committed on `topics` (partitions without a commit are absent).
+    /// The rebuild uses it to tell events whose side effects already happened from new ones.
+    async fn committed(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Vec<CommitPosition>, BusError> {
+        let _ = (group, topics);
+        Err(BusError::Fatal(format!(
+            "the {} bus cannot report committed offsets",
+            self.name()
+        )))
+    }
 
     /// Cheap liveness check for `/readyz`.
     async fn check(&self) -> Result<(), BusError>;

@@ -31,7 +31,10 @@ impl Clock for SystemClock {
         deadline: DateTime<Utc>,
         max: Duration,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        let wait = (deadline - Utc::now()).to_std().unwrap_or_default().min(max);
+        let wait = (deadline - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(max);
         Box::pin(tokio::time::sleep(wait))
     }
 }
@@ -46,7 +49,10 @@ pub struct ManualClock {
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
         let (tick, _) = watch::channel(start);
-        Self { now: Arc::new(Mutex::new(start)), tick }
+        Self {
+            now: Arc::new(Mutex::new(start)),
+            tick,
+        }
     }
 
     pub fn advance(&self, by: chrono::Duration) {
@@ -98,7 +104,11 @@ mod tests {
         let clock = ManualClock::new(start);
         let c2 = clock.clone();
         let sleeper = tokio::spawn(async move {
-            c2.sleep_until(start + chrono::Duration::hours(24), Duration::from_secs(3600)).await;
+            c2.sleep_until(
+                start + chrono::Duration::hours(24),
+                Duration::from_secs(3600),
+            )
+            .await;
             c2.now()
         });
         tokio::task::yield_now().await;

@@ -30,7 +30,10 @@ pub fn encode(event: &CloudEvent) -> OutboundMessage {
     }
     headers.push((
         CONTENT_TYPE.into(),
-        event.datacontenttype.clone().unwrap_or_else(|| JSON.to_string()),
+        event
+            .datacontenttype
+            .clone()
+            .unwrap_or_else(|| JSON.to_string()),
     ));
     if let Some(tp) = &event.traceparent {
         headers.push((TRACEPARENT.into(), tp.clone()));
@@ -73,13 +76,22 @@ pub fn decode(message: &InboundMessage) -> Result<CloudEvent, ValidationError> {
         ),
         None => None,
     };
-    let known = ["specversion", "id", "source", "type", "subject", "time", "dataschema"];
+    let known = [
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "dataschema",
+    ];
     let extensions = message
         .headers
         .iter()
         .filter_map(|(k, v)| {
             let name = k.strip_prefix("ce_")?;
-            (!known.contains(&name)).then(|| (name.to_string(), serde_json::Value::String(v.clone())))
+            (!known.contains(&name))
+                .then(|| (name.to_string(), serde_json::Value::String(v.clone())))
         })
         .collect();
     let event = CloudEvent {
@@ -125,11 +137,19 @@ mod tests {
             customer_id: "C".into(),
             product: "p".into(),
         }));
-        let mut ce = CloudEvent::new(&e, "/api", Utc::now(), Some(enrollstream_domain::envelope::new_traceparent()));
+        let mut ce = CloudEvent::new(
+            &e,
+            "/api",
+            Utc::now(),
+            Some(enrollstream_domain::envelope::new_traceparent()),
+        );
         ce.extensions.insert("routingtargets".into(), "a,b".into());
         let out = encode(&ce);
         assert_eq!(out.key, "Q");
-        assert!(out.headers.iter().any(|(k, v)| k == "ce_routingtargets" && v == "a,b"));
+        assert!(out
+            .headers
+            .iter()
+            .any(|(k, v)| k == "ce_routingtargets" && v == "a,b"));
         let back = decode(&inbound(out)).unwrap();
         assert_eq!(back.id, ce.id);
         assert_eq!(back.data, ce.data);
@@ -141,7 +161,11 @@ mod tests {
 
     #[test]
     fn missing_header_is_named() {
-        let mut msg = inbound(OutboundMessage { key: "k".into(), headers: vec![], payload: b"{}".to_vec() });
+        let mut msg = inbound(OutboundMessage {
+            key: "k".into(),
+            headers: vec![],
+            payload: b"{}".to_vec(),
+        });
         let err = decode(&msg).unwrap_err();
         assert_eq!(err.errors[0].field, "ce_specversion");
         msg.headers = vec![("content-type".into(), STRUCTURED.into())];

@@ -25,7 +25,14 @@ impl HealthRegistry {
         match map.get_mut(component) {
             Some(h) if h.ready == ready => h.detail = detail,
             _ => {
-                map.insert(component.to_string(), ComponentHealth { ready, detail, since: Utc::now() });
+                map.insert(
+                    component.to_string(),
+                    ComponentHealth {
+                        ready,
+                        detail,
+                        since: Utc::now(),
+                    },
+                );
             }
         }
     }
@@ -39,6 +46,10 @@ impl HealthRegistry {
     }
 
     pub fn all_ready(&self) -> bool {
-        self.inner.read().expect("health lock").values().all(|h| h.ready)
+        self.inner
+            .read()
+            .expect("health lock")
+            .values()
+            .all(|h| h.ready)
     }
 }

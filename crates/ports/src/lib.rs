@@ -15,9 +15,9 @@ pub use bus::{
     StartFrom, Subscription, SubscriptionSpec, TopicSpec,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use health::HealthRegistry;
 pub use store::{
     ApplyOutcome, Change, EntityRecord, IdempotencyRecord, Reservation, Store, StoreError,
     StoredEvent, StoredOutboxMessage,
 };
-pub use health::HealthRegistry;
 pub use topics::TopicNames;

@@ -72,7 +72,9 @@ pub enum ApplyOutcome {
     AlreadyApplied,
     /// The entity is not at `expected_version`: someone else moved it (a rebalance overlap).
     /// The caller reloads the entity and tries again.
-    Conflict { current_version: u64 },
+    Conflict {
+        current_version: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -102,7 +104,7 @@ pub enum Reservation {
     /// First time this key is seen: the record was stored, go ahead and publish.
     Reserved,
     /// Seen before with the same request: answer with what is stored.
-    Existing(IdempotencyRecord),
+    Existing(Box<IdempotencyRecord>),
     /// Seen before with a different request.
     Mismatch,
 }
@@ -139,7 +141,10 @@ pub trait Store: Send + Sync {
     /// Number of unpublished outbox messages (for metrics and `/readyz`).
     async fn outbox_backlog(&self) -> Result<u64, StoreError>;
 
-    async fn reserve_idempotency(&self, record: &IdempotencyRecord) -> Result<Reservation, StoreError>;
+    async fn reserve_idempotency(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Reservation, StoreError>;
 
     async fn mark_idempotency_published(&self, key: &str) -> Result<(), StoreError>;
 

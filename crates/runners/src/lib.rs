@@ -1,1 +1,14 @@
-//! The roles: each runner wires ports to the domain and runs until shut down.
+//! The roles of enrollstream. Each runner wires ports to the pure domain and runs until its
+//! shutdown token is cancelled:
+//!
+//! - `consumer`: the shared consumer loop (poll, handle, dead-letter, commit) every role that
+//!   reads the bus runs on, so that "commit only after the effect is durable" and "a bad message
+//!   never blocks a partition" are written once.
+//! - `projector`: builds the read model and records the outbox in one atomic write per event.
+//! - `relay`: publishes the outbox to the notification topics.
+
+pub mod backoff;
+pub mod consumer;
+pub mod dead_letter;
+pub mod projector;
+pub mod relay;

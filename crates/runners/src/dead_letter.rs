@@ -1,0 +1,137 @@
+//! The dead-letter path: a message that cannot be processed goes to `<topic>.dlq` unchanged
+//! (key, headers, payload), with the reason in headers, so it can be inspected and redriven.
+
+use chrono::{SecondsFormat, Utc};
+use enrollstream_ports::{Header, InboundMessage, OutboundMessage};
+
+pub const REASON: &str = "dlq_reason";
+pub const ERROR: &str = "dlq_error";
+pub const ORIGINAL_TOPIC: &str = "dlq_original_topic";
+pub const ORIGINAL_PARTITION: &str = "dlq_original_partition";
+pub const ORIGINAL_OFFSET: &str = "dlq_original_offset";
+pub const FAILED_AT: &str = "dlq_failed_at";
+pub const CONSUMER_GROUP: &str = "dlq_consumer_group";
+pub const ATTEMPTS: &str = "dlq_attempts";
+
+/// Why a message was dead-lettered: a short code (also a metrics label) and the full error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub error: String,
+    /// Extra headers a role wants to add (e.g. last HTTP status of a delivery).
+    pub extra: Vec<Header>,
+}
+
+impl DeadLetter {
+    pub fn new(reason: impl Into<String>, error: impl ToString) -> Self {
+        Self {
+            reason: reason.into(),
+            error: error.to_string(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// The DLQ copy of `message`.
+pub fn dead_letter_message(
+    message: &InboundMessage,
+    group: &str,
+    why: &DeadLetter,
+) -> OutboundMessage {
+    let mut headers: Vec<Header> = message
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with("dlq_"))
+        .cloned()
+        .collect();
+    headers.extend([
+        (REASON.to_string(), why.reason.clone()),
+        (ERROR.to_string(), truncate(&why.error, 4096)),
+        (ORIGINAL_TOPIC.to_string(), message.topic.clone()),
+        (
+            ORIGINAL_PARTITION.to_string(),
+            message.partition.to_string(),
+        ),
+        (ORIGINAL_OFFSET.to_string(), message.offset.to_string()),
+        (
+            FAILED_AT.to_string(),
+            Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        ),
+        (CONSUMER_GROUP.to_string(), group.to_string()),
+    ]);
+    headers.extend(why.extra.iter().cloned());
+    OutboundMessage {
+        key: message.key.clone().unwrap_or_default(),
+        headers,
+        payload: message.payload.clone(),
+    }
+}
+
+/// The original message of a dead letter, for redrive: same key, headers and payload, minus ours.
+pub fn redrive_message(dead: &InboundMessage) -> Option<(String, OutboundMessage)> {
+    let topic = dead.header(ORIGINAL_TOPIC)?.to_string();
+    let headers = dead
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with("dlq_"))
+        .cloned()
+        .collect();
+    Some((
+        topic,
+        OutboundMessage {
+            key: dead.key.clone().unwrap_or_default(),
+            headers,
+            payload: dead.payload.clone(),
+        },
+    ))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_round_trips_to_the_original() {
+        let original = InboundMessage {
+            topic: "enrollment-events".into(),
+            partition: 2,
+            offset: 41,
+            key: Some("A-1".into()),
+            headers: vec![("ce_id".into(), "e1".into())],
+            payload: b"{}".to_vec(),
+            timestamp_ms: None,
+        };
+        let dl = dead_letter_message(
+            &original,
+            "read-model-service",
+            &DeadLetter::new("invalid_event", "data.x: bad"),
+        );
+        assert_eq!(dl.key, "A-1");
+        let as_inbound = InboundMessage {
+            topic: "enrollment-events.dlq".into(),
+            partition: 0,
+            offset: 0,
+            key: Some(dl.key.clone()),
+            headers: dl.headers.clone(),
+            payload: dl.payload.clone(),
+            timestamp_ms: None,
+        };
+        assert_eq!(as_inbound.header(REASON), Some("invalid_event"));
+        assert_eq!(as_inbound.header(ORIGINAL_OFFSET), Some("41"));
+        let (topic, back) = redrive_message(&as_inbound).unwrap();
+        assert_eq!(topic, "enrollment-events");
+        assert_eq!(back.headers, original.headers);
+        assert_eq!(back.payload, original.payload);
+    }
+}
