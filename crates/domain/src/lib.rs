@@ -12,6 +12,7 @@ pub mod money;
 pub mod notification;
 pub mod projection;
 pub mod quote;
+pub mod reminder;
 pub mod routing;
 pub mod schema;
 pub mod validation;

@@ -7,7 +7,10 @@ pub mod bus;
 pub mod clock;
 pub mod codec;
 pub mod health;
+pub mod mailer;
+pub mod reminders;
 pub mod store;
+pub mod target;
 pub mod topics;
 
 pub use bus::{

@@ -6,9 +6,15 @@
 //!   never blocks a partition" are written once.
 //! - `projector`: builds the read model and records the outbox in one atomic write per event.
 //! - `relay`: publishes the outbox to the notification topics.
+//! - `deliveries`: one consumer group per downstream target (Logic Apps, Salesforce, ...).
+//! - `leads`: the lead producer and the lead integration service.
+//! - `reminders`: broker signature reminders (state from events, durable timers, email).
 
 pub mod backoff;
 pub mod consumer;
 pub mod dead_letter;
+pub mod deliveries;
+pub mod leads;
 pub mod projector;
 pub mod relay;
+pub mod reminders;

@@ -6,4 +6,5 @@
 //! - `contract`: the behaviour every adapter of a port must show, as suites each adapter runs.
 
 pub mod contract;
+pub mod targets;
 pub mod testbed;

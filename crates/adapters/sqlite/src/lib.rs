@@ -3,4 +3,5 @@
 //! to the log and writes to the read model never wait for each other's lock.
 
 pub mod bus;
+pub mod reminders;
 pub mod store;

@@ -3,4 +3,5 @@
 //! such as Kafka with its group joins, runs them in parallel).
 
 pub mod bus;
+pub mod reminders;
 pub mod store;

@@ -1,0 +1,1 @@
+//! Reminder state on SQLite.

@@ -1,0 +1,1 @@
+//! Broker signature reminder policy (pure).

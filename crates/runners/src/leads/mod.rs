@@ -1,0 +1,1 @@
+//! Lead producer and lead integration service.

@@ -1,0 +1,1 @@
+//! The reminder store contract.

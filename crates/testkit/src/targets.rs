@@ -1,0 +1,1 @@
+//! HTTP servers that play the downstream targets in tests.
