@@ -1,1 +1,167 @@
-//! The HTTP API.
+//! The HTTP API (axum): commands become validated CloudEvents on the bus; reads come from the
+//! read model. Every error is RFC 9457 problem+json. See `openapi()` for the contract.
+
+mod commands;
+mod config;
+mod dto;
+mod extract;
+mod ingest;
+mod middleware;
+mod openapi;
+mod ops;
+mod problem;
+mod publish;
+mod reads;
+mod recent;
+mod schemas;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
+use axum::routing::{get, patch, post, MethodRouter};
+use axum::Router;
+use enrollstream_domain::routing::RoutingRules;
+use enrollstream_ports::{Clock, EventBus, HealthRegistry, Store};
+use std::sync::Arc;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use config::ApiConfig;
+pub use openapi::openapi;
+pub use problem::Problem;
+
+/// Everything the API needs from the process that runs it.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub clock: Arc<dyn Clock>,
+    pub health: HealthRegistry,
+    /// Renders the process's metrics in the Prometheus text format.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    pub config: Arc<ApiConfig>,
+}
+
+/// The router's own state: the caller's plus what the API keeps between requests.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub api: ApiState,
+    pub recent: Arc<recent::RecentWrites>,
+    pub rules: Arc<RoutingRules>,
+}
+
+/// Every route: the router is built from this table and `openapi()` is checked against it.
+pub(crate) fn routes() -> Vec<(&'static str, Method, MethodRouter<Shared>)> {
+    use commands::*;
+    vec![
+        ("/v1/quotes", Method::POST, post(create_quote)),
+        ("/v1/quotes/{id}", Method::GET, get(reads::quote)),
+        ("/v1/quotes/{id}", Method::PATCH, patch(update_quote)),
+        (
+            "/v1/quotes/{id}/events",
+            Method::GET,
+            get(reads::quote_events),
+        ),
+        ("/v1/applications", Method::POST, post(start_application)),
+        (
+            "/v1/applications/{id}",
+            Method::GET,
+            get(reads::application),
+        ),
+        (
+            "/v1/applications/{id}/events",
+            Method::GET,
+            get(reads::application_events),
+        ),
+        (
+            "/v1/applications/{id}/submit",
+            Method::POST,
+            post(submit_application),
+        ),
+        (
+            "/v1/applications/{id}/signature",
+            Method::POST,
+            post(sign_application),
+        ),
+        (
+            "/v1/applications/{id}/approve",
+            Method::POST,
+            post(approve_application),
+        ),
+        (
+            "/v1/applications/{id}/decline",
+            Method::POST,
+            post(decline_application),
+        ),
+        (
+            "/v1/applications/{id}/withdraw",
+            Method::POST,
+            post(withdraw_application),
+        ),
+        ("/v1/events", Method::POST, post(ingest::ingest)),
+        ("/v1/schemas", Method::GET, get(schemas::list)),
+        (schemas::ENVELOPE_PATH, Method::GET, get(schemas::envelope)),
+        ("/v1/schemas/{type}", Method::GET, get(schemas::data)),
+        (
+            "/openapi.json",
+            Method::GET,
+            get(|| async { axum::Json(openapi()) }),
+        ),
+        ("/healthz", Method::GET, get(ops::healthz)),
+        ("/readyz", Method::GET, get(ops::readyz)),
+        ("/metrics", Method::GET, get(ops::metrics)),
+    ]
+}
+
+pub fn router(state: ApiState) -> Router {
+    describe_metrics();
+    let max_body = state.config.max_body_bytes;
+    let shared = Shared {
+        api: state,
+        recent: Arc::new(recent::RecentWrites::default()),
+        rules: Arc::new(RoutingRules::default()),
+    };
+    let mut router = Router::new();
+    for (path, _, method_router) in routes() {
+        router = router.route(path, method_router);
+    }
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(
+            middleware::REQUEST_ID,
+            MakeRequestUuid,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(middleware::make_span)
+                .on_response(middleware::on_response),
+        )
+        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
+        .layer(axum::middleware::from_fn(
+            middleware::problem_for_bare_errors,
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(DefaultBodyLimit::max(max_body));
+    router
+        .fallback(middleware::route_not_found)
+        .layer(layers)
+        .with_state(shared)
+}
+
+/// Descriptions for the metrics this crate records (shown as `# HELP` by the exporter).
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "enrollstream_http_requests_total",
+        "HTTP requests by method, route and status"
+    );
+    metrics::describe_histogram!(
+        "enrollstream_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency by route"
+    );
+    metrics::describe_counter!(
+        "enrollstream_events_published_total",
+        "Events the API published, by topic"
+    );
+}

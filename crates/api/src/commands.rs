@@ -1,0 +1,387 @@
+//! Commands: a request becomes one validated domain event, wrapped in a CloudEvent and published
+//! to the entity's topic; 202 once the bus has it durably.
+//!
+//! Consistency: the API checks a command against the read model, but the projector is the
+//! authority. Two commands racing on one entity can both pass here; the projector applies the
+//! first and dead-letters the loser with its reason (invalid transition). The check exists to
+//! give the client an immediate, exact 404/409 in the common case, not to serialise writers.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use enrollstream_domain::envelope::new_traceparent;
+use enrollstream_domain::ids::new_id;
+use enrollstream_domain::projection::{project, ProjectionError};
+use enrollstream_domain::{ApplicationEvent, CloudEvent, DomainEvent, EntityKind, FieldError};
+use enrollstream_ports::{IdempotencyRecord, Reservation};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::dto::{self, body_field, quote_body_field};
+use crate::extract::{self, Body, EntityId};
+use crate::problem::Problem;
+use crate::publish::publish;
+use crate::Shared;
+
+/// What the idempotency fingerprint and the traceparent are taken from.
+pub struct CommandRequest {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandRequest {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+struct Command {
+    event: DomainEvent,
+    /// The entity must already be in the read model and accept the event.
+    on_existing: bool,
+    /// Maps a domain field path to where the client wrote it.
+    body_field: fn(&str) -> String,
+}
+
+pub async fn create_quote(
+    State(shared): State<Shared>,
+    req: CommandRequest,
+    body: Body,
+) -> Result<Response, Problem> {
+    let input: dto::CreateQuote = dto::decode(&body.command_json()?)?;
+    let event = input.into_event(new_id())?;
+    let command = Command {
+        event,
+        on_existing: false,
+        body_field: quote_body_field,
+    };
+    execute(&shared, &req, &body, command).await
+}
+
+pub async fn update_quote(
+    State(shared): State<Shared>,
+    EntityId(id): EntityId,
+    req: CommandRequest,
+    body: Body,
+) -> Result<Response, Problem> {
+    let input: dto::UpdateQuote = dto::decode(&body.command_json()?)?;
+    let event = input.into_event(id)?;
+    let command = Command {
+        event,
+        on_existing: true,
+        body_field: quote_body_field,
+    };
+    execute(&shared, &req, &body, command).await
+}
+
+pub async fn start_application(
+    State(shared): State<Shared>,
+    req: CommandRequest,
+    body: Body,
+) -> Result<Response, Problem> {
+    let input: dto::StartApplication = dto::decode(&body.command_json()?)?;
+    let command = Command {
+        event: input.into_event(new_id()),
+        on_existing: false,
+        body_field,
+    };
+    execute(&shared, &req, &body, command).await
+}
+
+/// The commands on an existing application differ only in their body and event.
+async fn on_application<T: DeserializeOwned>(
+    shared: Shared,
+    id: String,
+    req: CommandRequest,
+    body: Body,
+    build: fn(T, String) -> Result<ApplicationEvent, Problem>,
+) -> Result<Response, Problem> {
+    let input: T = dto::decode(&body.command_json()?)?;
+    let event = DomainEvent::Application(build(input, id)?);
+    execute(
+        &shared,
+        &req,
+        &body,
+        Command {
+            event,
+            on_existing: true,
+            body_field,
+        },
+    )
+    .await
+}
+
+pub async fn submit_application(
+    State(shared): State<Shared>,
+    EntityId(id): EntityId,
+    req: CommandRequest,
+    body: Body,
+) -> Result<Response, Problem> {
+    on_application(shared, id, req, body, dto::SubmitApplication::into_event).await
+}
+
+pub async fn sign_application(
+    State(shared): State<Shared>,
+    EntityId(id): EntityId,
+    req: CommandRequest,
+    body: Body,
+) -> Result<Response, Problem> {
+    on_application(shared, id, req, body, dto::SignApplication::into_event).await
+}
+
+pub async fn approve_application(
+    State(shared): State<Shared>,
+    EntityId(id): EntityId,
+    req: CommandRequest,
+    body: Body,
+) -> Result<Response, Problem> {
+    on_application(shared, id, req, body, dto::ApproveApplication::into_event).await
+}
+
+pub async fn decline_application(
+    State(shared): State<Shared>,
+    EntityId(id): EntityId,
+    req: CommandRequest,
+    body: Body,
+) -> Result<Response, Problem> {
+    on_application(shared, id, req, body, dto::DeclineApplication::into_event).await
+}
+
+pub async fn withdraw_application(
+    State(shared): State<Shared>,
+    EntityId(id): EntityId,
+    req: CommandRequest,
+    body: Body,
+) -> Result<Response, Problem> {
+    on_application(shared, id, req, body, dto::WithdrawApplication::into_event).await
+}
+
+/// Validate, (reserve the idempotency key), check against the read model, publish, answer.
+async fn execute(
+    shared: &Shared,
+    req: &CommandRequest,
+    body: &Body,
+    command: Command,
+) -> Result<Response, Problem> {
+    let api = &shared.api;
+    let key = extract::idempotency_key(&req.headers)?;
+    let kind = command.event.kind();
+    let entity_id = command.event.entity_id().to_string();
+    let traceparent = extract::traceparent(&req.headers).unwrap_or_else(new_traceparent);
+    let envelope = CloudEvent::new(
+        &command.event,
+        &api.config.source,
+        api.clock.now(),
+        Some(traceparent),
+    );
+    DomainEvent::from_cloud_event(&envelope).map_err(|err| {
+        Problem::invalid(
+            err.errors
+                .into_iter()
+                .map(|e| FieldError::new((command.body_field)(&e.field), e.reason))
+                .collect(),
+        )
+    })?;
+    let topic = api.config.topics.events_for(kind).to_string();
+    let response = json!({ id_field(kind): entity_id, "event_id": envelope.id });
+
+    // The key is reserved before the read-model check so that a retry of a command that already
+    // went through answers as the first time did, instead of failing the (now moved-on) check.
+    let (envelope, topic, response) = match &key {
+        None => (envelope, topic, response),
+        Some(key) => {
+            let record = IdempotencyRecord {
+                key: key.clone(),
+                fingerprint: fingerprint(req, &body.bytes),
+                topic,
+                event: envelope,
+                status: StatusCode::ACCEPTED.as_u16(),
+                response,
+                published: false,
+                created_at: api.clock.now(),
+            };
+            match api
+                .store
+                .reserve_idempotency(&record)
+                .await
+                .map_err(|e| Problem::store(&e))?
+            {
+                Reservation::Reserved => (record.event, record.topic, record.response),
+                Reservation::Mismatch => return Err(Problem::idempotency_mismatch(key)),
+                Reservation::Existing(stored) if stored.published => {
+                    return Ok(replay(*stored, kind))
+                }
+                // A previous attempt stopped between reserving and publishing, or between
+                // publishing and marking. Its event (same id, so downstream dedupes) goes out
+                // now; if the read model already has it, it was published.
+                Reservation::Existing(stored) => {
+                    let applied = api
+                        .store
+                        .applied(std::slice::from_ref(&stored.event.id))
+                        .await
+                        .map_err(|e| Problem::store(&e))?;
+                    if applied.contains(&stored.event.id) {
+                        mark_published(shared, key).await;
+                        return Ok(replay(*stored, kind));
+                    }
+                    (stored.event, stored.topic, stored.response)
+                }
+            }
+        }
+    };
+
+    // A replayed create carries the id of its first attempt, not the one made just now.
+    let entity_id = envelope.entity_id().to_string();
+    if command.on_existing {
+        check_against_read_model(shared, &req.headers, kind, &entity_id, &envelope).await?;
+    }
+    publish(api, &topic, std::slice::from_ref(&envelope)).await?;
+    if let Some(key) = &key {
+        mark_published(shared, key).await;
+    }
+    shared.recent.remember(kind, &entity_id, &envelope.id);
+    Ok(accepted(
+        StatusCode::ACCEPTED.as_u16(),
+        kind,
+        &entity_id,
+        response,
+    ))
+}
+
+/// A failure here only means a retry republishes the same event id, which downstream dedupes.
+async fn mark_published(shared: &Shared, key: &str) {
+    if let Err(err) = shared.api.store.mark_idempotency_published(key).await {
+        tracing::warn!(error = %err, key, "could not mark an idempotency key published");
+    }
+}
+
+/// Wait for the writes this command must see, then check the event against the entity's state.
+async fn check_against_read_model(
+    shared: &Shared,
+    headers: &HeaderMap,
+    kind: EntityKind,
+    entity_id: &str,
+    envelope: &CloudEvent,
+) -> Result<(), Problem> {
+    let api = &shared.api;
+    let deadline = Instant::now() + api.config.command_wait;
+    for event_id in extract::after_header(headers)? {
+        if !wait_until(shared, &event_id, deadline).await? {
+            return Err(Problem::not_yet_projected(&event_id));
+        }
+    }
+    if let Some(event_id) = shared.recent.last(kind, entity_id) {
+        let applied = wait_until(shared, &event_id, deadline).await?;
+        // Forgotten either way: once applied there is nothing left to wait for, and an event
+        // the projector dead-lettered must not stall every later command on the entity.
+        shared.recent.forget(kind, entity_id, &event_id);
+        if !applied {
+            return Err(Problem::not_yet_projected(&event_id));
+        }
+    }
+    let record = api
+        .store
+        .entity(kind, entity_id)
+        .await
+        .map_err(|e| Problem::store(&e))?
+        .ok_or_else(|| Problem::not_found(kind.as_str(), entity_id))?;
+    match project(
+        envelope,
+        Some((record.version, &record.state)),
+        &shared.rules,
+    ) {
+        Ok(_) => Ok(()),
+        Err(ProjectionError::Transition(err)) => Err(Problem::invalid_transition(&err)),
+        Err(ProjectionError::Invalid(err)) => Err(Problem::validation(err)),
+        Err(err @ ProjectionError::CorruptState(..)) => Err(Problem::internal(err.to_string())),
+    }
+}
+
+pub(crate) async fn wait_until(
+    shared: &Shared,
+    event_id: &str,
+    deadline: Instant,
+) -> Result<bool, Problem> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    shared
+        .api
+        .store
+        .wait_applied(event_id, left.max(Duration::ZERO))
+        .await
+        .map_err(|e| Problem::store(&e))
+}
+
+fn id_field(kind: EntityKind) -> &'static str {
+    match kind {
+        EntityKind::Quote => "quote_id",
+        EntityKind::Application => "application_id",
+    }
+}
+
+/// The answer stored with an idempotency key, as first given.
+/// The kind is the command's: the fingerprint ties a key to one path, so to one entity kind.
+fn replay(stored: IdempotencyRecord, kind: EntityKind) -> Response {
+    accepted(
+        stored.status,
+        kind,
+        stored.event.entity_id(),
+        stored.response,
+    )
+}
+
+fn accepted(status: u16, kind: EntityKind, entity_id: &str, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+    let mut response = (status, Json(body)).into_response();
+    let location = format!("/v1/{}s/{entity_id}", kind.as_str());
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// The same key may only ever stand for one request: method, path and exact body bytes.
+fn fingerprint(req: &CommandRequest, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(req.method.as_str().as_bytes());
+    hash.update(b"\n");
+    hash.update(req.path.as_bytes());
+    hash.update(b"\n");
+    hash.update(body);
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_covers_method_path_and_body() {
+        let req = |m: Method, p: &str| CommandRequest {
+            method: m,
+            path: p.into(),
+            headers: HeaderMap::new(),
+        };
+        let a = fingerprint(&req(Method::POST, "/v1/quotes"), b"{}");
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, fingerprint(&req(Method::POST, "/v1/quotes"), b"{}"));
+        assert_ne!(a, fingerprint(&req(Method::POST, "/v1/quotes"), b"{ }"));
+        assert_ne!(a, fingerprint(&req(Method::PATCH, "/v1/quotes"), b"{}"));
+        assert_ne!(
+            a,
+            fingerprint(&req(Method::POST, "/v1/applications"), b"{}")
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! The OpenAPI 3.1 document of this API. Bodies are described by schemas generated from the very
+//! types the handlers decode and encode, so the document cannot drift from the code on shapes;
+//! a test checks it lists every route of the router.
+
+use enrollstream_domain::{Application, CloudEvent, Quote};
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, SchemaGenerator};
+use serde_json::{json, Map, Value};
+
+use crate::dto;
+use crate::ingest::{BATCH, STRUCTURED};
+use crate::ops::PROMETHEUS_TEXT;
+use crate::problem;
+
+pub fn openapi() -> Value {
+    let mut gen = SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas/".into())
+        .into_generator();
+    let paths = paths(&mut gen);
+    let mut schemas = gen.take_definitions(true);
+    schemas.insert("Problem".into(), problem_schema());
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "enrollstream API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Commands on quotes and enrollment applications become validated \
+                CloudEvents on the bus and are answered 202 once the bus has them durably; reads \
+                come from the read model the projector builds. Read-your-writes: pass a command's \
+                `event_id` as `?after=` or `X-Enrollstream-After`. Commands on one entity made \
+                through one API process wait for each other automatically. The API checks \
+                commands against the read model; the projector is the authority and dead-letters \
+                a command that lost a race, with its reason. Every error is RFC 9457 \
+                `application/problem+json` with the offending fields in `errors`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "parameters": parameters(),
+        },
+    })
+}
+
+fn paths(gen: &mut SchemaGenerator) -> Value {
+    let quote_accepted = accepted::<dto::QuoteAccepted>(gen);
+    let application_accepted = accepted::<dto::ApplicationAccepted>(gen);
+    let quote_view = json!({"allOf": [gen.subschema_for::<Quote>(), gen.subschema_for::<dto::ReadModelFields>()]});
+    let application_view = json!({"allOf": [gen.subschema_for::<Application>(), gen.subschema_for::<dto::ReadModelFields>()]});
+    let event_log = gen.subschema_for::<dto::EventLog>();
+    let cloud_event = gen.subschema_for::<CloudEvent>();
+
+    let mut p = Map::new();
+    let mut add = |path: &str, method: &str, op: Value| {
+        p.entry(path.to_string()).or_insert_with(|| json!({}))[method] = op;
+    };
+    let body = schema::<dto::CreateQuote>(gen);
+    add(
+        "/v1/quotes",
+        "post",
+        command(
+            "Create a quote (priced) or request one (without premium)",
+            body,
+            &quote_accepted,
+            false,
+        ),
+    );
+    add(
+        "/v1/quotes/{id}",
+        "get",
+        read("The current state of a quote", quote_view),
+    );
+    let body = schema::<dto::UpdateQuote>(gen);
+    add(
+        "/v1/quotes/{id}",
+        "patch",
+        command(
+            "Change a quote's premium and/or product",
+            body,
+            &quote_accepted,
+            true,
+        ),
+    );
+    add(
+        "/v1/quotes/{id}/events",
+        "get",
+        read("A quote's event log, oldest first", event_log.clone()),
+    );
+    let body = schema::<dto::StartApplication>(gen);
+    add(
+        "/v1/applications",
+        "post",
+        command(
+            "Start an enrollment application",
+            body,
+            &application_accepted,
+            false,
+        ),
+    );
+    add(
+        "/v1/applications/{id}",
+        "get",
+        read("The current state of an application", application_view),
+    );
+    add(
+        "/v1/applications/{id}/events",
+        "get",
+        read("An application's event log, oldest first", event_log),
+    );
+    for (action, summary, body) in [
+        (
+            "submit",
+            "Submit an application (by a broker or by the member)",
+            schema::<dto::SubmitApplication>(gen),
+        ),
+        (
+            "signature",
+            "Record the member's signature",
+            schema::<dto::SignApplication>(gen),
+        ),
+        (
+            "approve",
+            "Approve a signed application (body optional)",
+            schema::<dto::ApproveApplication>(gen),
+        ),
+        (
+            "decline",
+            "Decline a submitted application",
+            schema::<dto::DeclineApplication>(gen),
+        ),
+        (
+            "withdraw",
+            "Withdraw an open application (body optional)",
+            schema::<dto::WithdrawApplication>(gen),
+        ),
+    ] {
+        let op = command(summary, body, &application_accepted, true);
+        add(&format!("/v1/applications/{{id}}/{action}"), "post", op);
+    }
+
+    let events_accepted = accepted::<dto::EventsAccepted>(gen);
+    let mut ingest = operation(
+        "Publish CloudEvents from an upstream producer (one, or a batch)",
+        vec![],
+        Some(json!({
+            "required": true,
+            "content": {
+                STRUCTURED: {"schema": cloud_event},
+                BATCH: {"schema": {"type": "array", "minItems": 1, "items": cloud_event}},
+                "application/json": {"schema": {"oneOf": [cloud_event, {"type": "array", "minItems": 1, "items": cloud_event}]}},
+            },
+        })),
+        ok(
+            202,
+            "Every event was valid and is on the bus",
+            events_accepted,
+        ),
+        &[400, 413, 415, 422, 503],
+    );
+    ingest["description"] = json!(
+        "Structured-mode CloudEvents. Each needs `time`, a known `type` and `data` matching \
+         `/v1/schemas/{type}`; transitions are not checked (these are facts; the projector \
+         decides). All or nothing: one invalid event refuses the batch, naming `[index].field`. \
+         The producer's `id` is kept and every consumer is idempotent by it, so a retried batch \
+         is harmless; `Idempotency-Key` is therefore not used on this route."
+    );
+    add("/v1/events", "post", ingest);
+
+    add(
+        "/v1/schemas",
+        "get",
+        operation(
+            "Event types and where their data schemas are",
+            vec![],
+            None,
+            ok(
+                200,
+                "The list",
+                json!({"type": "object", "properties": {
+            "envelope": {"type": "string"},
+            "types": {"type": "array", "items": {"type": "object", "properties": {
+                "type": {"type": "string"}, "schema": {"type": "string"}}}}}}),
+            ),
+            &[],
+        ),
+    );
+    add(
+        "/v1/schemas/cloudevent",
+        "get",
+        schema_op("The JSON Schema of the CloudEvents envelope", vec![]),
+    );
+    add(
+        "/v1/schemas/{type}",
+        "get",
+        schema_op(
+            "The JSON Schema of one event type's data",
+            vec![
+                json!({"name": "type", "in": "path", "required": true, "schema": {"type": "string"}}),
+            ],
+        ),
+    );
+    add(
+        "/openapi.json",
+        "get",
+        operation(
+            "This document",
+            vec![],
+            None,
+            ok(200, "OpenAPI 3.1", json!({"type": "object"})),
+            &[],
+        ),
+    );
+    add(
+        "/healthz",
+        "get",
+        operation(
+            "Liveness: 200 while the process runs",
+            vec![],
+            None,
+            ok(
+                200,
+                "Alive",
+                json!({"type": "object", "properties": {"status": {"const": "ok"}}}),
+            ),
+            &[],
+        ),
+    );
+    add(
+        "/readyz",
+        "get",
+        operation(
+            "Readiness: store, bus and every running role are ready",
+            vec![],
+            None,
+            ok(
+                200,
+                "Ready",
+                json!({"type": "object", "properties": {
+            "status": {"const": "ready"},
+            "components": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "ready": {"type": "boolean"}, "detail": {"type": "string"}}}}}}),
+            ),
+            &[503],
+        ),
+    );
+    let mut metrics = operation("Prometheus metrics", vec![], None, json!({}), &[]);
+    metrics["responses"]["200"] = json!({"description": "Text exposition format",
+        "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}});
+    add("/metrics", "get", metrics);
+    Value::Object(p)
+}
+
+fn accepted<T: JsonSchema>(gen: &mut SchemaGenerator) -> Value {
+    schema::<T>(gen)
+}
+
+fn schema<T: JsonSchema>(gen: &mut SchemaGenerator) -> Value {
+    gen.subschema_for::<T>().to_value()
+}
+
+/// A command: JSON body in, 202 with the ids out.
+fn command(summary: &str, body: Value, accepted: &Value, on_existing: bool) -> Value {
+    let mut params = vec![param("IdempotencyKey"), param("Traceparent")];
+    let mut errors = vec![400, 413, 415, 422, 503];
+    if on_existing {
+        params.extend([param("EntityId"), param("AfterHeader")]);
+        errors.extend([404, 409]);
+    }
+    operation(
+        summary,
+        params,
+        Some(json_body(body)),
+        ok(202, "Published to the bus", accepted.clone()),
+        &errors,
+    )
+}
+
+fn read(summary: &str, schema: impl Into<Value>) -> Value {
+    let mut op = operation(
+        summary,
+        vec![
+            param("EntityId"),
+            param("After"),
+            param("WaitMs"),
+            param("AfterHeader"),
+        ],
+        None,
+        ok(200, "From the read model", schema.into()),
+        &[404, 409, 422, 503],
+    );
+    op["responses"]["409"]["description"] = json!(
+        "not-yet-projected: the awaited event is not in the read model within the wait; \
+         retry after `Retry-After` seconds"
+    );
+    op
+}
+
+fn schema_op(summary: &str, params: Vec<Value>) -> Value {
+    let mut op = operation(summary, params, None, json!({}), &[404]);
+    op["responses"]["200"] = json!({"description": "A JSON Schema (draft 2020-12)",
+        "content": {"application/schema+json": {"schema": {"type": "object"}}}});
+    op
+}
+
+fn json_body(schema: impl Into<Value>) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema.into()}}})
+}
+
+fn ok(status: u16, description: &str, schema: impl Into<Value>) -> Value {
+    json!({status.to_string(): {"description": description, "content": {"application/json": {"schema": schema.into()}}}})
+}
+
+fn operation(
+    summary: &str,
+    parameters: Vec<Value>,
+    body: Option<Value>,
+    success: Value,
+    errors: &[u16],
+) -> Value {
+    let mut responses = success.as_object().cloned().unwrap_or_default();
+    for status in errors {
+        let description = match status {
+            400 => "Malformed JSON",
+            404 => "Unknown entity (not in the read model yet)",
+            409 => "The command does not fit the entity's status, or the awaited event is not projected yet",
+            413 => "Body larger than the limit",
+            415 => "Wrong Content-Type",
+            422 => "Schema violation, naming each field and reason",
+            503 => "Bus or store unavailable (Retry-After)",
+            _ => "Error",
+        };
+        responses.insert(
+            status.to_string(),
+            json!({"description": description,
+                "content": {problem::CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}),
+        );
+    }
+    let mut op = json!({"summary": summary, "responses": responses});
+    if !parameters.is_empty() {
+        op["parameters"] = Value::Array(parameters);
+    }
+    if let Some(body) = body {
+        op["requestBody"] = body;
+    }
+    op
+}
+
+fn param(name: &str) -> Value {
+    json!({"$ref": format!("#/components/parameters/{name}")})
+}
+
+fn parameters() -> Value {
+    json!({
+        "EntityId": {"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
+            "description": "The quote or application id"},
+        "After": {"name": "after", "in": "query", "required": false, "schema": {"type": "string"},
+            "description": "Wait until this event id is projected before reading"},
+        "WaitMs": {"name": "wait_ms", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Bound of the wait for `after`, capped by the server's max_read_wait"},
+        "AfterHeader": {"name": "X-Enrollstream-After", "in": "header", "required": false,
+            "schema": {"type": "string"},
+            "description": "Comma-separated event ids (published elsewhere) to wait for first"},
+        "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": false,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": "A retry with the same key and the same request answers as the first \
+                time (same event id) and publishes nothing new; with another request it is a 422"},
+        "Traceparent": {"name": "traceparent", "in": "header", "required": false,
+            "schema": {"type": "string"},
+            "description": "W3C trace context, carried into the event"},
+    })
+}
+
+fn problem_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "format": "uri", "examples": [format!("{}validation", problem::TYPE_BASE)]},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {"type": "array", "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            }},
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_of_the_router_is_documented() {
+        let doc = openapi();
+        for (path, method, _) in crate::routes() {
+            let op = &doc["paths"][path][method.as_str().to_ascii_lowercase()];
+            assert!(op.is_object(), "{method} {path} missing from openapi.json");
+            assert!(
+                !op["responses"].as_object().unwrap().is_empty(),
+                "{method} {path} has no responses"
+            );
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            documented,
+            crate::routes().len(),
+            "openapi.json documents a route the router lacks"
+        );
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = openapi();
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let pointer = r
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("non-local $ref {r}"));
+            assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+        }
+    }
+
+    fn collect_refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| collect_refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn request_bodies_use_the_command_schemas() {
+        let doc = openapi();
+        let create = &doc["components"]["schemas"]["CreateQuote"];
+        assert_eq!(create["additionalProperties"], false);
+        assert!(create["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("customer_id")));
+        assert!(doc["components"]["schemas"]["Application"].is_object());
+    }
+}

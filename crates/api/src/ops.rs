@@ -1,0 +1,95 @@
+//! Liveness, readiness and metrics for orchestrators and scrapers.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+use crate::problem::Problem;
+use crate::Shared;
+
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+/// A check that hangs counts as failed: `/readyz` must answer quickly to be of any use.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(shared): State<Shared>) -> Response {
+    let api = &shared.api;
+    let (store, bus) = tokio::join!(
+        tokio::time::timeout(CHECK_TIMEOUT, api.store.check()),
+        tokio::time::timeout(CHECK_TIMEOUT, api.bus.check()),
+    );
+    let store = outcome(
+        api.store.name(),
+        store.map(|r| r.map_err(|e| e.to_string())),
+    );
+    let bus = outcome(api.bus.name(), bus.map(|r| r.map_err(|e| e.to_string())));
+    let mut components = Map::new();
+    let mut ready = store.0 && bus.0;
+    components.insert("store".into(), store.1);
+    components.insert("bus".into(), bus.1);
+    for (name, health) in api.health.snapshot() {
+        ready &= health.ready;
+        components.insert(
+            name,
+            serde_json::to_value(health).expect("health serialises"),
+        );
+    }
+    if ready {
+        Json(json!({"status": "ready", "components": components})).into_response()
+    } else {
+        let failing: Vec<&String> = components
+            .iter()
+            .filter(|(_, c)| c["ready"] == false)
+            .map(|(name, _)| name)
+            .collect();
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not ready",
+            format!(
+                "not ready: {}",
+                failing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .with_extension("status", json!("not_ready"))
+        .with_extension("components", Value::Object(components))
+        .with_retry_after(1)
+        .into_response()
+    }
+}
+
+fn outcome(
+    adapter: &str,
+    result: Result<Result<(), String>, tokio::time::error::Elapsed>,
+) -> (bool, Value) {
+    let (ready, detail) = match result {
+        Ok(Ok(())) => (true, format!("{adapter}: ok")),
+        Ok(Err(err)) => (false, format!("{adapter}: {err}")),
+        Err(_) => (
+            false,
+            format!("{adapter}: check timed out after {CHECK_TIMEOUT:?}"),
+        ),
+    };
+    (ready, json!({"ready": ready, "detail": detail}))
+}
+
+pub async fn metrics(State(shared): State<Shared>) -> Response {
+    let text = (shared.api.metrics)();
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROMETHEUS_TEXT),
+    );
+    response
+}
