@@ -1,1 +1,245 @@
-//! The store on SQLite.
+//! The store on SQLite: the event log, the entities' current state, the outbox and the API's
+//! idempotency keys, in `store.db` of the data directory.
+//!
+//! rusqlite is blocking, so every call runs on tokio's blocking threads: writes share one
+//! connection behind a mutex (SQLite has one writer anyway), reads use their own connections
+//! and, thanks to WAL, never wait for a commit's fsync.
+
+mod read;
+mod readers;
+mod rows;
+mod schema;
+mod write;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use enrollstream_domain::EntityKind;
+use enrollstream_ports::{
+    ApplyOutcome, Change, EntityRecord, IdempotencyRecord, Reservation, Store, StoreError,
+    StoredEvent, StoredOutboxMessage,
+};
+use rusqlite::Connection;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use readers::Readers;
+use rows::{ChangeRow, IdempotencyRow};
+
+/// How long the API promises to remember an idempotency key.
+fn idempotency_ttl() -> chrono::Duration {
+    chrono::Duration::hours(24)
+}
+
+/// `wait_applied` wakes on every commit of this process at once; events applied by another
+/// process on the same file (roles run apart) are seen at the latest this much later.
+const OTHER_PROCESS_RECHECK: Duration = Duration::from_millis(250);
+
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    writer: Mutex<Connection>,
+    readers: Readers,
+    /// Bumped after every commit that applied an event.
+    commits: watch::Sender<u64>,
+    /// Signalled after every commit that recorded outbox messages to publish.
+    outbox: Notify,
+}
+
+impl SqliteStore {
+    /// Open (or create) `data_dir/store.db` and bring its schema up to date. API idempotency
+    /// keys past their 24 h are purged here; the relay and the API reopen nothing, so a process
+    /// that runs for weeks relies on expired keys being replaced when they are reserved again.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Fatal(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join("store.db");
+        let writer = schema::open_writer(&path)?;
+        purge_expired_idempotency(&writer)?;
+        let (commits, _) = watch::channel(0);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                writer: Mutex::new(writer),
+                readers: Readers::new(path),
+                commits,
+                outbox: Notify::new(),
+            }),
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Shared, &mut Connection) -> rows::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = self.shared.clone();
+        blocking(move || {
+            // A panic mid-transaction rolled it back while unwinding: the connection is usable.
+            let mut conn = shared
+                .writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            op(&shared, &mut conn)
+        })
+        .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> rows::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = self.shared.clone();
+        blocking(move || shared.readers.with(op)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> rows::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| StoreError::Fatal(format!("store task failed: {e}")))?
+        .map_err(StoreError::from)
+}
+
+fn purge_expired_idempotency(conn: &Connection) -> Result<(), StoreError> {
+    if let Some(newest) = write::newest_idempotency(conn)? {
+        let newest = rows::parse_time("created_at", &newest)?;
+        let purged = write::purge_idempotency(conn, &rows::time(newest - idempotency_ttl()))?;
+        tracing::debug!(purged, "expired idempotency keys purged");
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn signal(&self, applied: &write::Applied) {
+        if applied.any_applied {
+            self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if applied.new_outbox {
+            // Wake every relay waiting now, and leave one permit for a relay that looked at the
+            // outbox just before this commit and is about to wait.
+            self.outbox.notify_waiters();
+            self.outbox.notify_one();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn applied(&self, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        let ids = event_ids.to_vec();
+        self.read(move |conn| read::applied(conn, &ids)).await
+    }
+
+    async fn entity(&self, kind: EntityKind, id: &str) -> Result<Option<EntityRecord>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| read::entity(conn, kind, &id)).await
+    }
+
+    async fn apply(&self, changes: &[Change]) -> Result<Vec<ApplyOutcome>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = changes
+            .iter()
+            .map(ChangeRow::encode)
+            .collect::<rows::Result<Vec<_>>>()?;
+        self.write(move |shared, conn| {
+            let applied = write::apply(conn, &rows, &rows::time(Utc::now()))?;
+            shared.signal(&applied);
+            Ok(applied.outcomes)
+        })
+        .await
+    }
+
+    async fn event_log(&self, kind: EntityKind, id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| read::event_log(conn, kind, &id))
+            .await
+    }
+
+    async fn wait_applied(&self, event_id: &str, timeout: Duration) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + timeout;
+        // Subscribed before the first check: a commit between the check and the wait is not lost.
+        let mut commits = self.shared.commits.subscribe();
+        loop {
+            let id = event_id.to_string();
+            if self.read(move |conn| read::is_applied(conn, &id)).await? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let recheck = (deadline - now).min(OTHER_PROCESS_RECHECK);
+            tokio::select! {
+                // The sender lives in `shared`, which `self` keeps alive.
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(recheck) => {}
+            }
+        }
+    }
+
+    async fn reset_read_model(&self) -> Result<(), StoreError> {
+        self.write(|_, conn| write::reset_read_model(conn)).await
+    }
+
+    async fn pending_outbox(&self, limit: usize) -> Result<Vec<StoredOutboxMessage>, StoreError> {
+        self.read(move |conn| read::pending_outbox(conn, limit))
+            .await
+    }
+
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        self.write(move |_, conn| write::mark_published(conn, &ids, &rows::time(Utc::now())))
+            .await
+    }
+
+    async fn wait_for_outbox(&self, max: Duration) {
+        // Elapsing is a normal outcome: the caller looks at the outbox either way.
+        let _ = tokio::time::timeout(max, self.shared.outbox.notified()).await;
+    }
+
+    async fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        self.read(read::outbox_backlog).await
+    }
+
+    async fn reserve_idempotency(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Reservation, StoreError> {
+        let row = IdempotencyRow::encode(record)?;
+        let expired_before = rows::time(record.created_at - idempotency_ttl());
+        self.write(move |_, conn| {
+            let existing = write::reserve_idempotency(conn, &row, &expired_before)?;
+            write::reservation(&row.fingerprint, existing)
+        })
+        .await
+    }
+
+    async fn mark_idempotency_published(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write(move |_, conn| write::mark_idempotency_published(conn, &key))
+            .await
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.read(read::check).await
+    }
+
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+}

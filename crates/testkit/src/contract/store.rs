@@ -1,1 +1,669 @@
-//! The store contract.
+//! The store contract: what every `Store` adapter must do, one public async function per case.
+//!
+//! Each case takes a fresh, empty store of its own (a new SQLite directory, a new MongoDB
+//! database): cases count the whole outbox and one resets the read model. Each panics with the
+//! rule it saw broken. Durability across a restart is a pair, `durable_write` then
+//! `durable_read_back` on the store reopened by the caller.
+
+pub mod fixtures;
+
+use enrollstream_ports::{
+    ApplyOutcome, Change, IdempotencyRecord, Reservation, Store, StoreError, StoredOutboxMessage,
+};
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fixtures::{application_history, idempotency_key, idempotency_record, new_quote};
+
+/// Long enough for any healthy store to commit, bounded so a broken wake-up fails the case
+/// instead of hanging it. Never reached when the adapter works.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn ok<T>(what: &str, result: Result<T, StoreError>) -> T {
+    result.unwrap_or_else(|e| panic!("{what} failed: {e}"))
+}
+
+async fn apply(store: &dyn Store, changes: &[Change]) -> Vec<ApplyOutcome> {
+    let outcomes = ok("apply", store.apply(changes).await);
+    assert_eq!(
+        outcomes.len(),
+        changes.len(),
+        "apply must answer one outcome per change"
+    );
+    outcomes
+}
+
+async fn apply_all(store: &dyn Store, changes: &[Change]) {
+    let outcomes = apply(store, changes).await;
+    assert!(
+        outcomes.iter().all(|o| *o == ApplyOutcome::Applied),
+        "fresh changes must all apply, got {outcomes:?}"
+    );
+}
+
+/// The whole pending outbox (cases run on their own store, so this is all of theirs).
+async fn pending(store: &dyn Store) -> Vec<StoredOutboxMessage> {
+    ok("pending_outbox", store.pending_outbox(10_000).await)
+}
+
+fn outbox_ids(changes: &[&Change]) -> Vec<String> {
+    changes
+        .iter()
+        .flat_map(|c| c.outbox.iter().map(|m| m.id.clone()))
+        .collect()
+}
+
+fn pending_ids(pending: &[StoredOutboxMessage]) -> Vec<String> {
+    pending.iter().map(|m| m.message.id.clone()).collect()
+}
+
+/// The entity and its event log read back exactly as the changes wrote them.
+async fn assert_read_back(store: &dyn Store, history: &[Change]) {
+    let last = history.last().expect("a history has changes");
+    let e = &last.event;
+    let entity = ok("entity", store.entity(e.entity_kind, &e.entity_id).await)
+        .unwrap_or_else(|| panic!("entity {} must exist after its change applied", e.entity_id));
+    assert_eq!(entity.kind, e.entity_kind, "entity kind");
+    assert_eq!(entity.id, e.entity_id, "entity id");
+    assert_eq!(
+        entity.version, e.version,
+        "entity version is the last event's version"
+    );
+    assert_eq!(
+        entity.status, last.status,
+        "entity status is the last change's"
+    );
+    assert_eq!(
+        entity.state, last.state,
+        "entity state is the last change's"
+    );
+    assert_eq!(
+        entity.last_event_id, e.event_id,
+        "last_event_id is the last applied event"
+    );
+    assert_eq!(
+        entity.updated_at, e.recorded_at,
+        "updated_at is the last event's recorded_at"
+    );
+    let log = ok(
+        "event_log",
+        store.event_log(e.entity_kind, &e.entity_id).await,
+    );
+    let expected: Vec<_> = history.iter().map(|c| c.event.clone()).collect();
+    assert_eq!(
+        log, expected,
+        "the event log holds each applied event once, oldest first"
+    );
+}
+
+/// Apply changes one call at a time and read back the entity and its event log.
+pub async fn apply_then_read_back(store: &dyn Store) {
+    let history = application_history();
+    let first = &history[0].event;
+    assert_eq!(
+        ok(
+            "entity",
+            store.entity(first.entity_kind, &first.entity_id).await
+        ),
+        None,
+        "an entity without events does not exist"
+    );
+    assert!(
+        ok(
+            "event_log",
+            store.event_log(first.entity_kind, &first.entity_id).await
+        )
+        .is_empty(),
+        "an entity without events has an empty log"
+    );
+    for n in 1..=history.len() {
+        apply_all(store, &history[n - 1..n]).await;
+        assert_read_back(store, &history[..n]).await;
+    }
+}
+
+/// A redelivered change (same event id) is AlreadyApplied and writes nothing, even when its
+/// expected version is stale by then.
+pub async fn redelivery_is_already_applied(store: &dyn Store) {
+    let history = application_history();
+    let (first, second) = (&history[0], &history[1]);
+    apply_all(store, std::slice::from_ref(first)).await;
+    assert_eq!(
+        apply(store, std::slice::from_ref(first)).await,
+        vec![ApplyOutcome::AlreadyApplied],
+        "the same event applied twice"
+    );
+    assert_eq!(
+        apply(store, &[first.clone(), second.clone()]).await,
+        vec![ApplyOutcome::AlreadyApplied, ApplyOutcome::Applied],
+        "a batch redelivering an applied event followed by a new one"
+    );
+    assert_eq!(
+        apply(store, &[first.clone(), second.clone()]).await,
+        vec![ApplyOutcome::AlreadyApplied, ApplyOutcome::AlreadyApplied],
+        "an applied event is AlreadyApplied, never a Conflict, whatever its expected version"
+    );
+    assert_read_back(store, &history[..2]).await;
+    let expected = outbox_ids(&[first, second]);
+    assert_eq!(
+        pending_ids(&pending(store).await),
+        expected,
+        "redeliveries must not duplicate outbox messages"
+    );
+    assert_eq!(
+        ok("outbox_backlog", store.outbox_backlog().await),
+        expected.len() as u64,
+        "outbox backlog after redeliveries"
+    );
+}
+
+/// A change whose expected version is not the entity's version is refused and writes nothing.
+pub async fn version_conflict_writes_nothing(store: &dyn Store) {
+    let history = application_history();
+    apply_all(store, &history[..1]).await;
+
+    let mut stale = history[1].clone();
+    stale.expected_version = 3;
+    let mut recreate = history[1].clone();
+    recreate.expected_version = 0;
+    let mut unknown = new_quote();
+    unknown.expected_version = 2;
+    assert_eq!(
+        apply(store, &[stale.clone(), recreate.clone(), unknown.clone()]).await,
+        vec![
+            ApplyOutcome::Conflict { current_version: 1 },
+            ApplyOutcome::Conflict { current_version: 1 },
+            ApplyOutcome::Conflict { current_version: 0 },
+        ],
+        "changes expecting another version than the entity's"
+    );
+    assert_read_back(store, &history[..1]).await;
+    let q = &unknown.event;
+    assert_eq!(
+        ok("entity", store.entity(q.entity_kind, &q.entity_id).await),
+        None,
+        "a refused first change must not create the entity"
+    );
+    assert!(
+        ok(
+            "event_log",
+            store.event_log(q.entity_kind, &q.entity_id).await
+        )
+        .is_empty(),
+        "a refused change must not reach the event log"
+    );
+    let refused: Vec<String> = vec![stale.event.event_id.clone(), unknown.event.event_id.clone()];
+    assert!(
+        ok("applied", store.applied(&refused).await).is_empty(),
+        "refused events must not count as applied"
+    );
+    assert_eq!(
+        pending_ids(&pending(store).await),
+        outbox_ids(&[&history[0]]),
+        "a refused change must not record outbox messages"
+    );
+}
+
+/// Changes to one entity in one batch chain by version.
+pub async fn batch_chains_versions(store: &dyn Store) {
+    let history = application_history();
+    apply_all(store, &history).await;
+    assert_read_back(store, &history).await;
+    let entity = ok(
+        "entity",
+        store
+            .entity(history[0].event.entity_kind, &history[0].event.entity_id)
+            .await,
+    )
+    .expect("entity exists");
+    assert_eq!(
+        entity.status, "APPROVED",
+        "status after the whole lifecycle"
+    );
+    assert_eq!(entity.version, 4, "version after four events");
+    let all: Vec<&Change> = history.iter().collect();
+    assert_eq!(
+        pending_ids(&pending(store).await),
+        outbox_ids(&all),
+        "a batch records its outbox messages in change order"
+    );
+}
+
+/// A refused change in a batch does not stop the others.
+pub async fn refused_change_does_not_block_batch(store: &dyn Store) {
+    let a = application_history();
+    let mut conflicting = new_quote();
+    conflicting.expected_version = 7;
+    let b = new_quote();
+    let batch = vec![
+        a[0].clone(),
+        conflicting.clone(),
+        b.clone(),
+        a[0].clone(),
+        a[1].clone(),
+    ];
+    assert_eq!(
+        apply(store, &batch).await,
+        vec![
+            ApplyOutcome::Applied,
+            ApplyOutcome::Conflict { current_version: 0 },
+            ApplyOutcome::Applied,
+            ApplyOutcome::AlreadyApplied,
+            ApplyOutcome::Applied,
+        ],
+        "outcomes of a batch mixing good, conflicting and repeated changes"
+    );
+    assert_read_back(store, &a[..2]).await;
+    assert_read_back(store, std::slice::from_ref(&b)).await;
+    assert_eq!(
+        pending_ids(&pending(store).await),
+        outbox_ids(&[&a[0], &b, &a[1]]),
+        "only the applied changes' outbox messages, in order"
+    );
+}
+
+/// `applied` answers exactly the subset of ids that are in the read model.
+pub async fn applied_is_the_applied_subset(store: &dyn Store) {
+    let a = application_history();
+    let q = new_quote();
+    let mut refused = new_quote();
+    refused.expected_version = 1;
+    apply(store, &[a[0].clone(), q.clone(), refused.clone()]).await;
+    let asked = vec![
+        a[0].event.event_id.clone(),
+        a[1].event.event_id.clone(),
+        q.event.event_id.clone(),
+        refused.event.event_id.clone(),
+        fixtures::application_id(),
+    ];
+    let expected: HashSet<String> = [a[0].event.event_id.clone(), q.event.event_id.clone()]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        ok("applied", store.applied(&asked).await),
+        expected,
+        "applied subset"
+    );
+    assert!(
+        ok("applied", store.applied(&[]).await).is_empty(),
+        "applied of no ids"
+    );
+}
+
+/// Pending outbox messages come oldest first across entities, `mark_published` is idempotent,
+/// and the backlog counts what is left.
+pub async fn outbox_in_creation_order(store: &dyn Store) {
+    let a = application_history();
+    let q = new_quote();
+    apply_all(store, &a[..1]).await;
+    apply_all(store, std::slice::from_ref(&q)).await;
+    apply_all(store, &a[1..2]).await;
+    let expected = outbox_ids(&[&a[0], &q, &a[1]]);
+    assert!(
+        expected.len() >= 4,
+        "fixtures must announce several messages"
+    );
+
+    let all = pending(store).await;
+    assert_eq!(
+        pending_ids(&all),
+        expected,
+        "pending outbox in creation order"
+    );
+    let sources = [&a[0], &q, &a[1]];
+    for stored in &all {
+        let change = sources
+            .iter()
+            .find(|c| c.outbox.iter().any(|m| m.id == stored.message.id))
+            .expect("every pending message comes from an applied change");
+        let original = change
+            .outbox
+            .iter()
+            .find(|m| m.id == stored.message.id)
+            .expect("found");
+        assert_eq!(
+            &stored.message, original,
+            "an outbox message reads back as recorded"
+        );
+        assert_eq!(
+            stored.event_id, change.event.event_id,
+            "an outbox message names its event"
+        );
+    }
+    assert_eq!(
+        ok("outbox_backlog", store.outbox_backlog().await),
+        expected.len() as u64,
+        "backlog"
+    );
+    assert_eq!(
+        pending_ids(&ok("pending_outbox", store.pending_outbox(2).await)),
+        expected[..2].to_vec(),
+        "pending_outbox honours its limit and keeps the oldest"
+    );
+
+    let first_two = expected[..2].to_vec();
+    ok("mark_published", store.mark_published(&first_two).await);
+    ok(
+        "mark_published again",
+        store.mark_published(&first_two).await,
+    );
+    ok(
+        "mark_published of an unknown id",
+        store.mark_published(&[fixtures::application_id()]).await,
+    );
+    assert_eq!(
+        pending_ids(&pending(store).await),
+        expected[2..].to_vec(),
+        "published messages leave the pending outbox"
+    );
+    assert_eq!(
+        ok("outbox_backlog", store.outbox_backlog().await),
+        (expected.len() - 2) as u64,
+        "backlog after publishing two (twice)"
+    );
+    ok("mark_published", store.mark_published(&expected).await);
+    assert!(pending(store).await.is_empty(), "everything published");
+    assert_eq!(
+        ok("outbox_backlog", store.outbox_backlog().await),
+        0,
+        "empty backlog"
+    );
+}
+
+/// Outbox ids are fences: a message id recorded once is never recorded (or pending) again.
+pub async fn outbox_ids_are_fences(store: &dyn Store) {
+    let a = application_history();
+    apply_all(store, &a[..1]).await;
+    let ids = outbox_ids(&[&a[0]]);
+    ok("mark_published", store.mark_published(&ids).await);
+    let mut repeats = a[1].clone();
+    repeats.outbox.extend(a[0].outbox.iter().cloned());
+    apply_all(store, std::slice::from_ref(&repeats)).await;
+    assert_eq!(
+        pending_ids(&pending(store).await),
+        outbox_ids(&[&a[1]]),
+        "a message id already recorded (and published) must not be pending again"
+    );
+}
+
+/// A replayed change (rebuild) applies but records its outbox messages as already published.
+pub async fn replay_records_outbox_as_published(store: &dyn Store) {
+    let mut history = application_history();
+    for c in &mut history {
+        c.replay = true;
+    }
+    apply_all(store, &history).await;
+    assert_read_back(store, &history).await;
+    assert!(
+        pending(store).await.is_empty(),
+        "replayed changes must not leave pending messages"
+    );
+    assert_eq!(
+        ok("outbox_backlog", store.outbox_backlog().await),
+        0,
+        "backlog after a replay"
+    );
+    // A replay's messages are fences like any others: a live change repeating them adds none.
+    let quote = new_quote();
+    let mut live = quote.clone();
+    live.outbox.extend(history[0].outbox.iter().cloned());
+    apply_all(store, std::slice::from_ref(&live)).await;
+    assert_eq!(
+        pending_ids(&pending(store).await),
+        outbox_ids(&[&quote]),
+        "messages recorded by a replay stay published"
+    );
+}
+
+/// `wait_applied` returns true once the event is applied by someone else, without polling
+/// from the caller's side.
+pub async fn wait_applied_sees_a_concurrent_apply(store: &dyn Store) {
+    let change = new_quote();
+    let id = change.event.event_id.clone();
+    let (seen, outcomes) = tokio::join!(
+        store.wait_applied(&id, PATIENCE),
+        store.apply(std::slice::from_ref(&change))
+    );
+    assert_eq!(
+        ok("apply", outcomes),
+        vec![ApplyOutcome::Applied],
+        "apply beside a waiter"
+    );
+    assert!(
+        ok("wait_applied", seen),
+        "wait_applied must see an event applied while it waits"
+    );
+    assert!(
+        ok(
+            "wait_applied",
+            store.wait_applied(&id, Duration::ZERO).await
+        ),
+        "wait_applied of an applied event is true at once, even with no time to wait"
+    );
+}
+
+/// `wait_applied` of an event nobody applies gives up at its timeout with false.
+pub async fn wait_applied_times_out(store: &dyn Store) {
+    let unknown = fixtures::application_id();
+    let seen = tokio::time::timeout(
+        PATIENCE,
+        store.wait_applied(&unknown, Duration::from_millis(50)),
+    )
+    .await
+    .expect("wait_applied must return at its own timeout");
+    assert!(
+        !ok("wait_applied", seen),
+        "an event nobody applied is not applied"
+    );
+}
+
+/// `wait_for_outbox` wakes when an applied change records outbox messages, long before `max`.
+pub async fn wait_for_outbox_wakes_after_apply(store: &dyn Store) {
+    let change = new_quote();
+    let woke = tokio::time::timeout(PATIENCE, async {
+        tokio::join!(
+            store.wait_for_outbox(Duration::from_secs(3600)),
+            store.apply(std::slice::from_ref(&change))
+        )
+    })
+    .await;
+    let ((), outcomes) = woke.expect("wait_for_outbox must wake after an apply recorded messages");
+    assert_eq!(
+        ok("apply", outcomes),
+        vec![ApplyOutcome::Applied],
+        "apply beside an outbox waiter"
+    );
+}
+
+/// Idempotency keys: first reservation, same request again, another request with the key,
+/// and the published flag.
+pub async fn idempotency_reservations(store: &dyn Store) {
+    let key = idempotency_key();
+    let record = idempotency_record(&key, "fp-1");
+    assert_eq!(
+        ok(
+            "reserve_idempotency",
+            store.reserve_idempotency(&record).await
+        ),
+        Reservation::Reserved,
+        "first use of a key"
+    );
+    let mut later = idempotency_record(&key, "fp-1");
+    later.status = 500;
+    assert_eq!(
+        ok(
+            "reserve_idempotency",
+            store.reserve_idempotency(&later).await
+        ),
+        Reservation::Existing(Box::new(record.clone())),
+        "the same request again gets the stored record, unchanged"
+    );
+    assert_eq!(
+        ok(
+            "reserve_idempotency",
+            store
+                .reserve_idempotency(&idempotency_record(&key, "fp-2"))
+                .await
+        ),
+        Reservation::Mismatch,
+        "the key with another request"
+    );
+    ok(
+        "mark_idempotency_published",
+        store.mark_idempotency_published(&key).await,
+    );
+    ok(
+        "mark_idempotency_published again",
+        store.mark_idempotency_published(&key).await,
+    );
+    ok(
+        "mark_idempotency_published of an unknown key",
+        store.mark_idempotency_published(&idempotency_key()).await,
+    );
+    let published = IdempotencyRecord {
+        published: true,
+        ..record.clone()
+    };
+    assert_eq!(
+        ok(
+            "reserve_idempotency",
+            store.reserve_idempotency(&record).await
+        ),
+        Reservation::Existing(Box::new(published)),
+        "the stored record remembers it was published"
+    );
+    let other = idempotency_record(&idempotency_key(), "fp-1");
+    assert_eq!(
+        ok(
+            "reserve_idempotency",
+            store.reserve_idempotency(&other).await
+        ),
+        Reservation::Reserved,
+        "keys are independent even with equal fingerprints"
+    );
+}
+
+/// `reset_read_model` drops event log, entities and outbox, keeps idempotency keys, and the
+/// same events apply again afterwards (a rebuild).
+pub async fn reset_keeps_idempotency(store: &dyn Store) {
+    let history = application_history();
+    apply_all(store, &history).await;
+    let record = idempotency_record(&idempotency_key(), "fp");
+    assert_eq!(
+        ok("reserve", store.reserve_idempotency(&record).await),
+        Reservation::Reserved,
+        "reserve"
+    );
+
+    ok("reset_read_model", store.reset_read_model().await);
+    let e = &history[0].event;
+    assert_eq!(
+        ok("entity", store.entity(e.entity_kind, &e.entity_id).await),
+        None,
+        "entities are gone"
+    );
+    assert!(
+        ok(
+            "event_log",
+            store.event_log(e.entity_kind, &e.entity_id).await
+        )
+        .is_empty(),
+        "event log is gone"
+    );
+    assert!(pending(store).await.is_empty(), "outbox is gone");
+    assert_eq!(
+        ok("outbox_backlog", store.outbox_backlog().await),
+        0,
+        "backlog is gone"
+    );
+    let ids: Vec<String> = history.iter().map(|c| c.event.event_id.clone()).collect();
+    assert!(
+        ok("applied", store.applied(&ids).await).is_empty(),
+        "no event is applied any more"
+    );
+    assert_eq!(
+        ok("reserve", store.reserve_idempotency(&record).await),
+        Reservation::Existing(Box::new(record.clone())),
+        "idempotency keys survive a reset"
+    );
+
+    let mut replay = history.clone();
+    for c in &mut replay {
+        c.replay = true;
+    }
+    apply_all(store, &replay).await;
+    assert_read_back(store, &replay).await;
+    assert!(
+        pending(store).await.is_empty(),
+        "a rebuild publishes nothing"
+    );
+}
+
+/// `check` passes on a working store and the adapter names itself.
+pub async fn check_and_name(store: &dyn Store) {
+    ok("check", store.check().await);
+    assert!(!store.name().is_empty(), "an adapter has a name");
+}
+
+/// What `durable_write` wrote, for `durable_read_back` after the caller reopened the store.
+#[derive(Clone, Debug)]
+pub struct Durable {
+    history: Vec<Change>,
+    record: IdempotencyRecord,
+}
+
+/// First half of the restart case: write, then the caller drops and reopens the store.
+pub async fn durable_write(store: &dyn Store) -> Durable {
+    let history = application_history();
+    apply_all(store, &history[..2]).await;
+    apply_all(store, &history[2..]).await;
+    ok(
+        "mark_published",
+        store.mark_published(&outbox_ids(&[&history[0]])).await,
+    );
+    let record = idempotency_record(&idempotency_key(), "fp");
+    assert_eq!(
+        ok("reserve", store.reserve_idempotency(&record).await),
+        Reservation::Reserved,
+        "reserve"
+    );
+    ok(
+        "mark_idempotency_published",
+        store.mark_idempotency_published(&record.key).await,
+    );
+    Durable { history, record }
+}
+
+/// Second half: everything `durable_write` committed is there after the reopen.
+pub async fn durable_read_back(store: &dyn Store, written: &Durable) {
+    assert_read_back(store, &written.history).await;
+    let ids: Vec<String> = written
+        .history
+        .iter()
+        .map(|c| c.event.event_id.clone())
+        .collect();
+    assert_eq!(
+        ok("applied", store.applied(&ids).await),
+        ids.iter().cloned().collect::<HashSet<_>>(),
+        "applied events survive a restart"
+    );
+    let rest: Vec<&Change> = written.history[1..].iter().collect();
+    assert_eq!(
+        pending_ids(&pending(store).await),
+        outbox_ids(&rest),
+        "pending and published outbox messages survive a restart"
+    );
+    assert_eq!(
+        apply(store, &written.history).await,
+        vec![ApplyOutcome::AlreadyApplied; written.history.len()],
+        "fences survive a restart"
+    );
+    assert_eq!(
+        ok("reserve", store.reserve_idempotency(&written.record).await),
+        Reservation::Existing(Box::new(IdempotencyRecord {
+            published: true,
+            ..written.record.clone()
+        })),
+        "idempotency records survive a restart"
+    );
+}

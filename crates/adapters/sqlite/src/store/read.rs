@@ -1,0 +1,80 @@
+//! Queries of the read model, run on the read connections.
+
+use enrollstream_domain::EntityKind;
+use enrollstream_ports::{EntityRecord, StoredEvent, StoredOutboxMessage};
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
+use std::collections::HashSet;
+
+use super::rows::{
+    int, EntityRow, EventRow, OutboxReadRow, Result, ENTITY_COLUMNS, EVENT_COLUMNS, OUTBOX_COLUMNS,
+};
+
+/// Ids per `IN (...)` query, well under SQLite's bound-parameter limit.
+const IDS_PER_QUERY: usize = 500;
+
+pub(crate) fn applied(conn: &Connection, event_ids: &[String]) -> Result<HashSet<String>> {
+    let mut found = HashSet::new();
+    for chunk in event_ids.chunks(IDS_PER_QUERY) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT event_id FROM event_log WHERE event_id IN ({marks})"
+        ))?;
+        let rows = stmt.query_map(params_from_iter(chunk), |r| r.get::<_, String>(0))?;
+        for id in rows {
+            found.insert(id?);
+        }
+    }
+    Ok(found)
+}
+
+pub(crate) fn is_applied(conn: &Connection, event_id: &str) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM event_log WHERE event_id = ?1")?;
+    Ok(stmt.exists([event_id])?)
+}
+
+pub(crate) fn entity(
+    conn: &Connection,
+    kind: EntityKind,
+    id: &str,
+) -> Result<Option<EntityRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ENTITY_COLUMNS} FROM entities WHERE kind = ?1 AND id = ?2"
+    ))?;
+    stmt.query_row([kind.as_str(), id], EntityRow::read)
+        .optional()?
+        .map(EntityRow::decode)
+        .transpose()
+}
+
+pub(crate) fn event_log(conn: &Connection, kind: EntityKind, id: &str) -> Result<Vec<StoredEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM event_log WHERE entity_kind = ?1 AND entity_id = ?2 \
+         ORDER BY version"
+    ))?;
+    let rows = stmt.query_map([kind.as_str(), id], EventRow::read)?;
+    rows.map(|row| row?.decode()).collect()
+}
+
+/// Creation order (`seq`) is also per-entity order, since an entity's changes commit in order.
+pub(crate) fn pending_outbox(conn: &Connection, limit: usize) -> Result<Vec<StoredOutboxMessage>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([int("limit", limit as u64)?], OutboxReadRow::read)?;
+    rows.map(|row| row?.decode()).collect()
+}
+
+pub(crate) fn outbox_backlog(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    // count(*) is never negative.
+    Ok(n as u64)
+}
+
+pub(crate) fn check(conn: &Connection) -> Result<()> {
+    conn.query_row("SELECT 1", [], |_| Ok(()))?;
+    Ok(())
+}

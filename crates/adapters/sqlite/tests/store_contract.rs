@@ -1,0 +1,98 @@
+//! The store contract on the SQLite store, each case on a fresh data directory.
+
+use enrollstream_ports::{Reservation, Store};
+use enrollstream_sqlite::store::SqliteStore;
+use enrollstream_testkit::contract::store as contract;
+use enrollstream_testkit::contract::store::fixtures;
+use tempfile::TempDir;
+
+fn fresh() -> (TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).expect("open the store in a temp dir");
+    (dir, store)
+}
+
+macro_rules! contract_cases {
+    ($($case:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $case() {
+            let (_dir, store) = fresh();
+            contract::$case(&store).await;
+        }
+    )*};
+}
+
+contract_cases!(
+    apply_then_read_back,
+    redelivery_is_already_applied,
+    version_conflict_writes_nothing,
+    batch_chains_versions,
+    refused_change_does_not_block_batch,
+    applied_is_the_applied_subset,
+    outbox_in_creation_order,
+    outbox_ids_are_fences,
+    replay_records_outbox_as_published,
+    wait_applied_sees_a_concurrent_apply,
+    wait_applied_times_out,
+    wait_for_outbox_wakes_after_apply,
+    idempotency_reservations,
+    reset_keeps_idempotency,
+    check_and_name,
+);
+
+#[tokio::test]
+async fn commits_survive_a_reopen() {
+    let (dir, store) = fresh();
+    let written = contract::durable_write(&store).await;
+    drop(store);
+    let reopened = SqliteStore::open(dir.path()).expect("reopen the store");
+    contract::durable_read_back(&reopened, &written).await;
+}
+
+#[tokio::test]
+async fn reports_its_name() {
+    let (_dir, store) = fresh();
+    assert_eq!(store.name(), "sqlite");
+}
+
+/// Keys older than 24 h (on the callers' clock) are purged at open and replaced on reuse.
+#[tokio::test]
+async fn expired_idempotency_keys_are_forgotten() {
+    let (dir, store) = fresh();
+    let mut expired = fixtures::idempotency_record(&fixtures::idempotency_key(), "fp-old");
+    expired.created_at = fixtures::now() - chrono::Duration::hours(25);
+    let mut reused = fixtures::idempotency_record(&fixtures::idempotency_key(), "fp-old");
+    reused.created_at = expired.created_at;
+    let fresh_key = fixtures::idempotency_record(&fixtures::idempotency_key(), "fp");
+    for record in [&expired, &reused, &fresh_key] {
+        assert_eq!(
+            store.reserve_idempotency(record).await.unwrap(),
+            Reservation::Reserved
+        );
+    }
+
+    let again = fixtures::idempotency_record(&reused.key, "fp-new");
+    assert_eq!(
+        store.reserve_idempotency(&again).await.unwrap(),
+        Reservation::Reserved,
+        "a key past its 24 h is reserved anew, even for another request"
+    );
+    drop(store);
+
+    let reopened = SqliteStore::open(dir.path()).expect("reopen the store");
+    let db = rusqlite::Connection::open(dir.path().join("store.db")).expect("open store.db");
+    let keys: Vec<String> = db
+        .prepare("SELECT key FROM idempotency ORDER BY key")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("read idempotency keys");
+    let mut expected = vec![again.key.clone(), fresh_key.key.clone()];
+    expected.sort();
+    assert_eq!(
+        keys, expected,
+        "the expired key was purged at open, the others kept"
+    );
+    assert_eq!(
+        reopened.reserve_idempotency(&fresh_key).await.unwrap(),
+        Reservation::Existing(Box::new(fresh_key.clone()))
+    );
+}
