@@ -1,1 +1,31 @@
-//! Real components for tests.
+//! Real components for tests, each started as a child process on a free port of 127.0.0.1 with
+//! its own scratch directory:
+//!
+//! - [`Kafka`]: the Kafka-protocol broker tansu, storing in SQLite.
+//! - [`Mongo`]: the MongoDB-protocol server nx-27017.
+//! - [`Smtp`]: the aiosmtpd SMTP server, storing every mail in a maildir.
+//!
+//! Every instance is fresh, answers on its socket before `start` returns, and dies with its
+//! handle or, when a test crashes, with the test process. A component that cannot start is an
+//! error naming the reason (binary missing, log tail), never a skipped test.
+//! `bash scripts/testbed/install.sh` installs the components; `scripts/testbed/env.sh` exports
+//! `ENROLLSTREAM_TANSU_BIN`, `ENROLLSTREAM_NX27017_BIN` and `ENROLLSTREAM_PYTHON`, which win
+//! over the default cache path and `PATH`.
+//!
+//! The helpers block while a component starts or stops (well under a second once installed),
+//! so they can be called from sync tests and from async tests alike.
+
+mod binaries;
+mod kafka;
+mod mail;
+mod mongo;
+mod port;
+mod process;
+mod scratch;
+mod smtp;
+
+pub use kafka::{ApiVersionRange, Kafka};
+pub use mail::ReceivedMail;
+pub use mongo::Mongo;
+pub use port::free_port;
+pub use smtp::Smtp;
