@@ -32,6 +32,9 @@ pub(super) struct EmbeddedSubscription {
     /// Shared with the blocking reads, which may outlive a poll that was cancelled.
     reader: Arc<Mutex<Connection>>,
     generation: watch::Receiver<u64>,
+    /// The assignment changed since `positions` was built. Cleared only once the new positions
+    /// are in place, so a poll cancelled halfway through a sync does not lose the change.
+    stale: bool,
     appended: Vec<watch::Receiver<u64>>,
     /// The partitions this member reads, as of its last look at the group assignment.
     positions: BTreeMap<TopicPartition, Position>,
@@ -50,9 +53,6 @@ pub(super) struct Member {
 
 impl EmbeddedSubscription {
     pub(super) fn new(shared: Arc<Shared>, reader: Connection, member: Member) -> Self {
-        let mut generation = member.generation;
-        // The first poll reads the assignment the member got when it joined.
-        generation.mark_changed();
         Self {
             shared,
             group: member.group,
@@ -61,7 +61,9 @@ impl EmbeddedSubscription {
             member: member.member,
             left: false,
             reader: Arc::new(Mutex::new(reader)),
-            generation,
+            generation: member.generation,
+            // The first poll reads the assignment the member got when it joined.
+            stale: true,
             appended: member.appended,
             positions: BTreeMap::new(),
             turn: 0,
@@ -95,7 +97,6 @@ impl EmbeddedSubscription {
     /// Takes the group's current assignment: retained partitions keep their position, newly
     /// held ones start at the group's committed offset (or 0: none yet, or `Earliest`).
     async fn sync_assignment(&mut self) -> Result<(), BusError> {
-        self.generation.borrow_and_update();
         let held = self.shared.groups.assignment(&self.group, self.member);
         let mut positions = BTreeMap::new();
         let mut fresh = Vec::new();
@@ -113,24 +114,13 @@ impl EmbeddedSubscription {
                 let group = self.group.clone();
                 let partitions: Vec<TopicPartition> =
                     fresh.iter().map(|(tp, _)| tp.clone()).collect();
-                let read = self
-                    .with_reader(move |conn| {
-                        partitions
-                            .iter()
-                            .map(|(topic, p)| {
-                                Ok(log::committed(conn, &group, topic, *p)?.unwrap_or(0))
-                            })
-                            .collect::<rusqlite::Result<Vec<i64>>>()
-                    })
-                    .await;
-                match read {
-                    Ok(starts) => starts,
-                    Err(e) => {
-                        // Try again on the next poll.
-                        self.generation.mark_changed();
-                        return Err(e);
-                    }
-                }
+                self.with_reader(move |conn| {
+                    partitions
+                        .iter()
+                        .map(|(topic, p)| Ok(log::committed(conn, &group, topic, *p)?.unwrap_or(0)))
+                        .collect::<rusqlite::Result<Vec<i64>>>()
+                })
+                .await?
             }
         };
         for ((tp, lease), next) in fresh.into_iter().zip(starts) {
@@ -141,6 +131,7 @@ impl EmbeddedSubscription {
             tracing::debug!(group = %self.group, client_id = %self.client_id, ?assigned, "assignment");
         }
         self.positions = positions;
+        self.stale = false;
         Ok(())
     }
 
@@ -233,6 +224,10 @@ impl Subscription for EmbeddedSubscription {
                 rx.borrow_and_update();
             }
             if self.generation.has_changed().unwrap_or(false) {
+                self.generation.borrow_and_update();
+                self.stale = true;
+            }
+            if self.stale {
                 self.sync_assignment().await?;
             }
             let messages = self.fetch(max).await?;
