@@ -10,8 +10,11 @@
 //!   so does subscribing to one.
 //! - Consumer groups live in this process (`group`): members split the partitions (range
 //!   assignment), a member that closes or is dropped hands its partitions over at once, and
-//!   their new owner starts at the committed offset. A commit for a partition the member no
-//!   longer holds is ignored (`Ok`, not `Fenced`); committed offsets never move backwards.
+//!   their new owner starts at the committed offset (a `StartFrom::Earliest` member: at 0).
+//!   Partitions a member keeps through a rebalance keep its in-memory position. A commit for
+//!   a partition the member no longer holds is ignored (`Ok`, not `Fenced`: its effects are
+//!   durable and fenced, the new owner redoes them as no-ops); committed offsets never move
+//!   backwards.
 //! - Consumers wait for a signal from the writer (`wakeup`), never on a timer.
 //!
 //! One process per data directory: a second process could read and append safely (offsets

@@ -9,6 +9,7 @@ use enrollstream_ports::{
 };
 use enrollstream_sqlite::bus::EmbeddedBus;
 use enrollstream_testkit::contract::bus::{self as contract, BusFactory};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -387,4 +388,77 @@ async fn invalid_names_are_refused_and_check_answers() {
             "{topic:?}: {result:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_takes_a_share_of_every_partition() {
+    let (_dir, bus, _) = fresh();
+    let topic = TopicSpec {
+        name: "t".into(),
+        partitions: 4,
+        replication: 1,
+    };
+    bus.ensure_topics(&[topic]).await.expect("topics");
+    let batch = (0..200)
+        .map(|n| message(&format!("k{}", n % 40), n))
+        .collect();
+    bus.publisher().publish("t", batch).await.expect("publish");
+    let mut all = subscribe(bus.as_ref(), "all", "t", StartFrom::Committed).await;
+    let with_data: BTreeSet<i32> = take(&mut all, 200)
+        .await
+        .iter()
+        .map(|m| m.partition)
+        .collect();
+
+    let mut sub = subscribe(bus.as_ref(), "g", "t", StartFrom::Committed).await;
+    let first = sub.poll(8, Duration::ZERO).await.expect("poll");
+    assert_eq!(first.len(), 8);
+    let spread: BTreeSet<i32> = first.iter().map(|m| m.partition).collect();
+    assert_eq!(
+        spread,
+        with_data,
+        "8 messages from {} partitions with data",
+        with_data.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_member_is_woken_to_take_over() {
+    let (_dir, bus, _) = fresh();
+    let topic = TopicSpec {
+        name: "t".into(),
+        partitions: 2,
+        replication: 1,
+    };
+    bus.ensure_topics(&[topic]).await.expect("topics");
+    let a = subscribe(bus.as_ref(), "g", "t", StartFrom::Committed).await;
+    let b = subscribe(bus.as_ref(), "g", "t", StartFrom::Committed).await;
+    let mut idle = subscribe(bus.as_ref(), "g", "t", StartFrom::Committed).await;
+    assert!(
+        idle.assignment().is_empty(),
+        "three members, two partitions"
+    );
+    let batch = (0..20).map(|n| message(&format!("k{n}"), n)).collect();
+    bus.publisher().publish("t", batch).await.expect("publish");
+
+    let waiting = tokio::spawn(async move {
+        let got = idle
+            .poll(100, Duration::from_secs(3600))
+            .await
+            .expect("poll");
+        (idle, got)
+    });
+    drop(a);
+    let (idle, got) = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the idle member was not woken by the rebalance")
+        .expect("poll task");
+    let held: Vec<i32> = idle.assignment().iter().map(|(_, p)| *p).collect();
+    assert_eq!(held.len(), 1);
+    assert!(!got.is_empty() && got.iter().all(|m| m.partition == held[0]));
+    assert_eq!(
+        got[0].offset, 0,
+        "nothing was committed: the new owner starts at the beginning"
+    );
+    drop(b);
 }
