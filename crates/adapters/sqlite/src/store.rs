@@ -21,6 +21,7 @@ use enrollstream_ports::{
 use rusqlite::Connection;
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -38,6 +39,9 @@ fn idempotency_ttl() -> chrono::Duration {
 /// process on the same file (roles run apart) are seen at the latest this much later.
 const OTHER_PROCESS_RECHECK: Duration = Duration::from_millis(250);
 
+/// Reservations between two purges of expired idempotency keys.
+const PURGE_EVERY: u64 = 1024;
+
 pub struct SqliteStore {
     shared: Arc<Shared>,
 }
@@ -49,12 +53,13 @@ struct Shared {
     commits: watch::Sender<u64>,
     /// Signalled after every commit that recorded outbox messages to publish.
     outbox: Notify,
+    reservations: AtomicU64,
 }
 
 impl SqliteStore {
     /// Open (or create) `data_dir/store.db` and bring its schema up to date. API idempotency
-    /// keys past their 24 h are purged here; the relay and the API reopen nothing, so a process
-    /// that runs for weeks relies on expired keys being replaced when they are reserved again.
+    /// keys past their 24 h are purged here, and then every `PURGE_EVERY` reservations, so a
+    /// process that runs for weeks keeps the table bounded without a timer of its own.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Fatal(format!(
@@ -72,6 +77,7 @@ impl SqliteStore {
                 readers: Readers::new(path),
                 commits,
                 outbox: Notify::new(),
+                reservations: AtomicU64::new(0),
             }),
         })
     }
@@ -221,9 +227,16 @@ impl Store for SqliteStore {
         record: &IdempotencyRecord,
     ) -> Result<Reservation, StoreError> {
         let row = IdempotencyRow::encode(record)?;
+        // Expiry is measured on the caller's clock (the record's time), never on the store's.
         let expired_before = rows::time(record.created_at - idempotency_ttl());
+        let purge = self.shared.reservations.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY
+            == PURGE_EVERY - 1;
         self.write(move |_, conn| {
             let existing = write::reserve_idempotency(conn, &row, &expired_before)?;
+            if purge {
+                let purged = write::purge_idempotency(conn, &expired_before)?;
+                tracing::debug!(purged, "expired idempotency keys purged");
+            }
             write::reservation(&row.fingerprint, existing)
         })
         .await
