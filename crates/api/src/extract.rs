@@ -67,7 +67,13 @@ impl Body {
                 &["application/json"],
             ));
         }
-        self.json()
+        match self.json()? {
+            object @ Value::Object(_) => Ok(object),
+            _ => Err(Problem::invalid(vec![FieldError::new(
+                "$",
+                "must be a JSON object",
+            )])),
+        }
     }
 
     pub fn json(&self) -> Result<Value, Problem> {

@@ -125,6 +125,7 @@ impl Problem {
             "Not found",
             format!("no {what} {id:?} in the read model (yet)"),
         )
+        .with_errors(vec![FieldError::new("id", format!("no such {what}"))])
     }
 
     pub fn route_not_found(path: &str) -> Self {
