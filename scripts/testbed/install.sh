@@ -44,7 +44,8 @@ install_tansu() {
     local target="$cache/tansu-build-target"
     echo "tansu: building tansu $TANSU_VERSION (features libsql) with cargo install."
     echo "tansu: a cold build takes about 20 minutes on 2 cores; progress every minute, full log in $log"
-    ( while sleep 60; do
+    # sleep must not hold stdout: a reader of this script's output would wait for it.
+    ( while sleep 60 </dev/null >/dev/null 2>&1; do
         echo "tansu: still building, $(grep -c '^ *Compiling' "$log" 2>/dev/null || echo 0) crates compiled so far"
       done ) &
     local heartbeat=$!
