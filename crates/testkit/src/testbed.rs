@@ -14,6 +14,24 @@
 //!
 //! The helpers block while a component starts or stops (well under a second once installed),
 //! so they can be called from sync tests and from async tests alike.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use enrollstream_testkit::testbed::{Kafka, Mongo, Smtp};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let mut kafka = Kafka::start()?; // bootstrap(): "127.0.0.1:PORT"
+//! let mut mongo = Mongo::start()?; // uri(): "mongodb://127.0.0.1:PORT"
+//! let smtp = Smtp::start()?; // port(), maildir()
+//! // ... point the code under test at them, then make things go wrong:
+//! kafka.restart()?; // a broker crash: same port, same data
+//! mongo.pause(); // MongoDB away until resume()
+//! mongo.resume()?;
+//! let mails = smtp.wait_for_messages(1, Duration::from_secs(10)).await?;
+//! assert_eq!(mails[0].subject(), Some("Signature pending"));
+//! # Ok(())
+//! # }
+//! ```
 
 mod binaries;
 mod kafka;
