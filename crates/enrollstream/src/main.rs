@@ -1,1 +1,29 @@
-fn main() {}
+//! `enrollstream`: one binary, roles by flag.
+
+mod app;
+mod cli;
+mod config;
+mod telemetry;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("enrollstream: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("enrollstream: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

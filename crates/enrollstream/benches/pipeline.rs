@@ -1,0 +1,200 @@
+//! Benchmark of the embedded pipeline through the real binary: HTTP ingest → embedded bus →
+//! projector → SQLite read model.
+//!
+//! 1. Throughput: N quotes posted by C concurrent clients; events/s until the last one is in the
+//!    read model (read from the projector's counter at /metrics).
+//! 2. Latency at a fixed offered rate (open loop, default 1,000 events/s): for every request, the
+//!    time to the 202 (accept) and from the 202 until the event is in the read model (a read with
+//!    `?after=EVENT_ID`, which the store answers as soon as the event is applied).
+//!
+//! `cargo bench -p enrollstream --bench pipeline` (env: BENCH_EVENTS, BENCH_CONCURRENCY,
+//! BENCH_RATE, BENCH_SECONDS). Results go to stdout; docs/benchmarks.md records them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct App {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enrollstream"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("enrollstream starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("enrollstream printed its address")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("enrollstream listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    App {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+async fn projected(client: &reqwest::Client, url: &str) -> u64 {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("enrollstream_events_projected_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn quote(i: u64) -> serde_json::Value {
+    serde_json::json!({"customer_id": format!("C-{i}"), "product": "dental-basic", "amount_minor": 5000 + i, "currency": "USD"})
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn throughput(client: &reqwest::Client) {
+    let n = env_or("BENCH_EVENTS", 20_000);
+    let concurrency = env_or("BENCH_CONCURRENCY", 64);
+    let app = start();
+    let url = Arc::new(app.url.clone());
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let r = client
+                        .post(format!("{url}/v1/quotes"))
+                        .json(&quote(i))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let accepted_in = started.elapsed();
+    while projected(client, &url).await < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let total = started.elapsed();
+    println!(
+        "throughput: {n} events, {concurrency} clients: accepted {:.0} events/s, in the read model {:.0} events/s ({:.2} s)",
+        n as f64 / accepted_in.as_secs_f64(),
+        n as f64 / total.as_secs_f64(),
+        total.as_secs_f64()
+    );
+}
+
+async fn latency(client: &reqwest::Client) {
+    let rate = env_or("BENCH_RATE", 1_000);
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let app = start();
+    let url = Arc::new(app.url.clone());
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    for i in 0..rate * seconds {
+        tick.tick().await;
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let r = client
+                .post(format!("{url}/v1/quotes"))
+                .json(&quote(i))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let body: serde_json::Value = r.json().await.unwrap();
+            let accepted = Instant::now();
+            let (id, event) = (
+                body["quote_id"].as_str().unwrap(),
+                body["event_id"].as_str().unwrap(),
+            );
+            let r = client
+                .get(format!("{url}/v1/quotes/{id}?after={event}&wait_ms=10000"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            (accepted - sent, accepted.elapsed())
+        }));
+    }
+    let (mut accept, mut persisted, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, p) = t.await.unwrap();
+        accept.push(a);
+        persisted.push(p);
+        total.push(a + p);
+    }
+    accept.sort();
+    persisted.sort();
+    total.sort();
+    println!(
+        "latency at {rate} events/s for {seconds} s: request→202 p50 {:.2} ms p99 {:.2} ms; 202→in read model p50 {:.2} ms p99 {:.2} ms; request→in read model p99 {:.2} ms",
+        percentile(&accept, 0.5).as_secs_f64() * 1e3,
+        percentile(&accept, 0.99).as_secs_f64() * 1e3,
+        percentile(&persisted, 0.5).as_secs_f64() * 1e3,
+        percentile(&persisted, 0.99).as_secs_f64() * 1e3,
+        percentile(&total, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap();
+        throughput(&client).await;
+        latency(&client).await;
+    });
+}

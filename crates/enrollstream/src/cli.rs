@@ -1,0 +1,137 @@
+//! The command line: `serve` runs roles; the other commands are operations on a running system's
+//! data (rebuild the read model, inspect and redrive dead letters).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::app;
+use crate::config::{Config, KafkaOverride, MongoOverride, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "enrollstream",
+    version,
+    about = "The event-driven backbone of enrollment and quotes"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "ENROLLSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded adapters' files.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Run on Kafka (`host:port[,…]`) instead of the embedded bus.
+    #[arg(long, global = true, env = "ENROLLSTREAM_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Keep state in MongoDB instead of SQLite.
+    #[arg(
+        long,
+        global = true,
+        env = "ENROLLSTREAM_MONGODB_URI",
+        hide_env_values = true
+    )]
+    pub mongodb_uri: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run roles until SIGTERM/SIGINT (all roles unless --role is given).
+    Serve {
+        /// Role to run; repeat for several. Default: every role.
+        #[arg(long = "role", value_enum)]
+        roles: Vec<Role>,
+        /// Address of the HTTP API (role `api`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Print the effective configuration (secrets redacted) and exit.
+    Config,
+    /// Dead-letter topics: list what is parked, or send it back to its original topic.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Rebuild the read model from the beginning of the event topics, without side effects.
+    Rebuild,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// Print the dead letters of a topic as JSON lines (reason, error, origin, payload).
+    List {
+        /// The original topic (its `.dlq` is read), e.g. `enrollment-events`.
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish every dead letter of a topic back to its original topic (once: the redrive group
+    /// commits what it moved). Fix the cause first, or the messages come straight back.
+    Redrive {
+        #[arg(long)]
+        topic: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Role {
+    Api,
+    Projector,
+    Relay,
+}
+
+impl Role {
+    pub const ALL: &'static [Role] = &[Role::Api, Role::Projector, Role::Relay];
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Command::Serve { listen, .. } => *listen,
+        _ => None,
+    };
+    let overrides = Overrides {
+        listen,
+        data_dir: cli.data_dir.clone(),
+        kafka: cli
+            .kafka_brokers
+            .clone()
+            .map(|brokers| KafkaOverride { brokers }),
+        mongodb: cli.mongodb_uri.clone().map(|uri| MongoOverride { uri }),
+    };
+    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    crate::telemetry::init_logs(&config.log);
+    match cli.command {
+        Command::Serve { roles, .. } => {
+            let roles = if roles.is_empty() {
+                Role::ALL.to_vec()
+            } else {
+                roles
+            };
+            app::serve(config, &roles).await
+        }
+        Command::Config => {
+            println!("{}", toml::to_string_pretty(&config)?);
+            // Adapter settings print through their Debug impls, which redact secrets.
+            println!(
+                "# bus: {}",
+                config
+                    .kafka
+                    .as_ref()
+                    .map_or("embedded".to_string(), |k| format!("{k:?}"))
+            );
+            println!(
+                "# store: {}",
+                config
+                    .mongodb
+                    .as_ref()
+                    .map_or("sqlite".to_string(), |m| format!("{m:?}"))
+            );
+            Ok(())
+        }
+        Command::Dlq { command } => app::dlq(config, command).await,
+        Command::Rebuild => app::rebuild(config).await,
+    }
+}

@@ -1,0 +1,276 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `ENROLLSTREAM_*` environment
+//! variables (nested keys joined by `__`, e.g. `ENROLLSTREAM_TOPICS__QUOTE_EVENTS`), then flags.
+
+use enrollstream_api::ApiConfig;
+use enrollstream_domain::routing::RoutingRules;
+use enrollstream_kafka::KafkaConfig;
+use enrollstream_ports::TopicNames;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Where the embedded adapters keep their files.
+    pub data_dir: PathBuf,
+    pub topics: TopicNames,
+    /// Partitions of the topics created at start-up (existing topics are left alone).
+    pub partitions: i32,
+    pub replication: i16,
+    pub routing: RoutingRules,
+    pub api: ApiConfig,
+    pub projector: ProjectorConfig,
+    pub relay: RelayConfig,
+    pub log: LogConfig,
+    /// Set to run on Kafka instead of the embedded bus. Not printed: it may hold credentials.
+    #[serde(skip_serializing)]
+    pub kafka: Option<KafkaConfig>,
+    /// Set to keep state in MongoDB instead of SQLite. Not printed: the URI may hold credentials.
+    #[serde(skip_serializing)]
+    pub mongodb: Option<MongoConfig>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoConfig {
+    /// `mongodb://…` or `mongodb+srv://…`; MongoDB 6.0+, standalone or replica set.
+    pub uri: String,
+    pub database: String,
+    pub server_selection_timeout_ms: u64,
+    pub operation_timeout_ms: u64,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        Self {
+            uri: "mongodb://127.0.0.1:27017".into(),
+            database: "enrollstream".into(),
+            server_selection_timeout_ms: 2_000,
+            operation_timeout_ms: 15_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .field("database", &self.database)
+            .field(
+                "server_selection_timeout_ms",
+                &self.server_selection_timeout_ms,
+            )
+            .field("operation_timeout_ms", &self.operation_timeout_ms)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`.
+pub fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &uri[scheme_end + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &uri[..scheme_end + 3], user, &uri[at..])
+        }
+        _ => uri.to_string(),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProjectorConfig {
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayConfig {
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: String,
+    /// A tracing filter, e.g. `info,enrollstream_runners=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            data_dir: PathBuf::from("./data"),
+            topics: TopicNames::default(),
+            partitions: 3,
+            replication: 1,
+            routing: RoutingRules::default(),
+            api: ApiConfig::default(),
+            projector: ProjectorConfig::default(),
+            relay: RelayConfig::default(),
+            log: LogConfig::default(),
+            kafka: None,
+            mongodb: None,
+        }
+    }
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self { batch_size: 500 }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self { batch_size: 500 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Values given as command-line flags; they win over the file and the environment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<MongoOverride>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KafkaOverride {
+    pub brokers: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MongoOverride {
+    pub uri: String,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("ENROLLSTREAM_").split("__"))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.partitions > 0, "partitions must be at least 1");
+        anyhow::ensure!(self.replication > 0, "replication must be at least 1");
+        anyhow::ensure!(
+            self.projector.batch_size > 0,
+            "projector.batch_size must be at least 1"
+        );
+        anyhow::ensure!(
+            self.relay.batch_size > 0,
+            "relay.batch_size must be at least 1"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "e.toml",
+                r#"
+                    listen = "127.0.0.1:9000"
+                    partitions = 6
+                    [topics]
+                    quote_events = "q-from-file"
+                "#,
+            )?;
+            jail.set_env("ENROLLSTREAM_PARTITIONS", "12");
+            jail.set_env("ENROLLSTREAM_TOPICS__ENROLLMENT_EVENTS", "e-from-env");
+            let flags = Overrides {
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Default::default()
+            };
+            let c = Config::load(Some(Path::new("e.toml")), &flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9100);
+            assert_eq!(c.partitions, 12);
+            assert_eq!(c.topics.quote_events, "q-from-file");
+            assert_eq!(c.topics.enrollment_events, "e-from-env");
+            assert_eq!(c.topics.quote_notifications, "quote-notifications");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn adapters_from_file_env_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "e.toml",
+                "[mongodb]\nuri = \"mongodb://u:pw@db:27017\"\ndatabase = \"prod\"\n",
+            )?;
+            jail.set_env("ENROLLSTREAM_KAFKA__CLIENT_ID", "from-env");
+            let flags = Overrides {
+                kafka: Some(KafkaOverride {
+                    brokers: "k1:9092,k2:9092".into(),
+                }),
+                ..Default::default()
+            };
+            let c = Config::load(Some(Path::new("e.toml")), &flags).map_err(|e| e.to_string())?;
+            let kafka = c.kafka.expect("kafka configured");
+            assert_eq!(kafka.brokers, "k1:9092,k2:9092");
+            assert_eq!(kafka.client_id, "from-env");
+            let mongo = c.mongodb.expect("mongodb configured");
+            assert_eq!(mongo.database, "prod");
+            assert!(
+                !format!("{mongo:?}").contains("pw"),
+                "the password is never printed"
+            );
+            Ok(())
+        });
+        let plain = Config::load(None, &Overrides::default()).unwrap();
+        assert!(
+            plain.kafka.is_none() && plain.mongodb.is_none(),
+            "embedded by default"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        assert!(Config::load(
+            Some(Path::new("/nonexistent/x.toml")),
+            &Overrides::default()
+        )
+        .is_err());
+    }
+}

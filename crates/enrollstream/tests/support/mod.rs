@@ -1,0 +1,170 @@
+//! Starts the real `enrollstream` binary on a free port with its own data directory and drives it
+//! over HTTP, zero2prod style. Every wait is a condition polled against a deadline.
+#![allow(dead_code)]
+
+use enrollstream_ports::{EventBus, InboundMessage, StartFrom, SubscriptionSpec};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub struct TestApp {
+    child: Option<Child>,
+    pub base_url: String,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    /// Start `enrollstream serve` with all roles on `data_dir`; panics with the process output if it
+    /// does not come up.
+    pub fn spawn(data_dir: &Path, extra_args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_enrollstream"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the enrollstream binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("enrollstream listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base_url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                panic!("enrollstream did not report its address within 60 s (exit status: {status:?}); see stderr above");
+            }
+        };
+        Self {
+            child: Some(child),
+            base_url,
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request reaches the API")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the API");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// SIGKILL: no shutdown code runs, like a power cut of the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL delivered");
+            child.wait().expect("killed process reaped");
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as i32;
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc_kill(pid, 15);
+            }
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                if let Some(status) = child.try_wait().expect("wait works") {
+                    assert!(
+                        status.success(),
+                        "enrollstream exited with {status} after SIGTERM"
+                    );
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "enrollstream did not stop within 40 s of SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Poll `check` until it returns Some or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Everything on `topics` from the beginning, read with a fresh group until the topics are quiet.
+pub async fn read_all(bus: &dyn EventBus, topics: &[&str]) -> Vec<InboundMessage> {
+    let mut spec = SubscriptionSpec::new(format!("test-reader-{}", uuid::Uuid::new_v4()), topics);
+    spec.start = StartFrom::Earliest;
+    let mut sub = bus.subscribe(spec).await.expect("subscribe");
+    let mut all = Vec::new();
+    loop {
+        let batch = sub
+            .poll(1000, Duration::from_millis(500))
+            .await
+            .expect("poll");
+        if batch.is_empty() {
+            break;
+        }
+        all.extend(batch);
+    }
+    sub.close().await.expect("close");
+    all
+}
