@@ -62,7 +62,6 @@ pub async fn readyz(State(shared): State<Shared>) -> Response {
                     .join(", ")
             ),
         )
-        .with_extension("status", json!("not_ready"))
         .with_extension("components", Value::Object(components))
         .with_retry_after(1)
         .into_response()

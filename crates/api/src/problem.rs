@@ -63,7 +63,9 @@ impl Problem {
         self
     }
 
+    /// An extension member; it must not reuse a standard member's name.
     pub fn with_extension(mut self, name: &str, value: Value) -> Self {
+        debug_assert!(!["type", "title", "status", "detail", "errors"].contains(&name));
         self.0.extensions.insert(name.to_string(), value);
         self
     }
