@@ -333,7 +333,8 @@ impl Reminder {
     }
 }
 
-fn application_id(event: &ApplicationEvent) -> &str {
+/// The application an event is about.
+pub fn application_id(event: &ApplicationEvent) -> &str {
     use ApplicationEvent as E;
     match event {
         E::Started(e) => &e.application_id,
