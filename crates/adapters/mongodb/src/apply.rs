@@ -27,9 +27,17 @@
 //! change removes the entry it had just inserted, so that no foreign entry blocks the slot the
 //! caller will retry with.
 //!
-//! Batches keep these guarantees in few round trips: one unordered `insert_many` claims the
-//! slots of the whole batch (alongside one read of which outbox ids are already recorded), then
-//! one raw `update` command carries one fenced write per entity (a run of chained changes of one
+//! Outbox message ids are fences too, across entities: a message id recorded once is never
+//! recorded again. Alongside step 1, each message id is claimed in `outbox_index` (`_id` =
+//! message id, with its event and entity): a duplicate key owned by another event means the id
+//! is taken and the message is left out; owned by the same event, it is this change's own claim
+//! from an interrupted attempt. The claim is only a fence and a locator (`mark_published` finds
+//! the entity through it); the message itself is recorded by step 2, atomically with the state.
+//! A refused change removes its claims with its log entry.
+//!
+//! Batches keep these guarantees in few round trips: two unordered `insert_many` (log slots and
+//! message claims of the whole batch, sent concurrently), then one raw `update` command carries
+//! one fenced write per entity (a run of chained changes of one
 //! entity becomes one write to its last state). That command only reports totals, so each write
 //! also sets a receipt token: when the total falls short, the receipts tell which writes took,
 //! and the others are explained or retried one by one. A batch that repeats an event id is cut
@@ -85,7 +93,9 @@ struct Round<'a> {
     outcomes: Vec<Option<ApplyOutcome>>,
     /// Log entries this round inserted (or rewrote): removed again if their change is refused.
     fresh: HashSet<usize>,
-    /// The outbox messages each change records: its own, less ids recorded before.
+    /// Message ids this round claimed, with the event claiming them.
+    claimed: HashMap<String, String>,
+    /// The outbox messages each change records: its own, less ids claimed by other events.
     messages: Vec<Vec<OutboxEntry>>,
     /// Entities that refused a change in this round: later changes of theirs were computed on a
     /// state that does not exist, so they are refused without writing.
@@ -105,6 +115,7 @@ impl<'a> Round<'a> {
             keys,
             outcomes: vec![None; n],
             fresh: HashSet::new(),
+            claimed: HashMap::new(),
             messages: Vec::new(),
             refused: HashSet::new(),
         }
@@ -116,18 +127,21 @@ impl<'a> Round<'a> {
             .iter()
             .map(|c| event_doc(&c.event))
             .collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<&str> = self
-            .changes
-            .iter()
-            .flat_map(|c| c.outbox.iter().map(|m| m.id.as_str()))
-            .collect();
-        let (duplicates, recorded) =
-            tokio::try_join!(claim_slots(self.db, docs), recorded_messages(self.db, &ids))?;
+        let claims = self.claims();
+        let (duplicates, owners) =
+            tokio::try_join!(claim_slots(self.db, docs), claim_messages(self.db, &claims))?;
         let duplicates: HashSet<usize> = duplicates.into_iter().collect();
         self.fresh = (0..self.changes.len())
             .filter(|i| !duplicates.contains(i))
             .collect();
-        self.messages = self.outbox_entries(recorded);
+        self.claimed = claims
+            .into_iter()
+            .filter(|c| !owners.contains_key(&c.message_id))
+            .map(|c| (c.message_id, c.event_id))
+            .collect();
+        let mut owners = owners;
+        owners.extend(self.claimed.clone());
+        self.messages = self.outbox_entries(&owners);
         if !duplicates.is_empty() {
             self.explain_duplicates(&duplicates).await?;
         }
@@ -171,17 +185,38 @@ impl<'a> Round<'a> {
         self.outcomes[i] = Some(ApplyOutcome::Conflict { current_version });
     }
 
-    /// Each message id is recorded once: skip ids already in an entity's outbox, and ids an
-    /// earlier change of this round records.
-    fn outbox_entries(&self, mut recorded: HashSet<String>) -> Vec<Vec<OutboxEntry>> {
+    /// The message ids of the round, each claimed by the first change carrying it.
+    fn claims(&self) -> Vec<Claim> {
+        let mut seen = HashSet::new();
+        self.changes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.outbox.iter().map(move |m| (i, c, m)))
+            .filter(|(_, _, m)| seen.insert(m.id.as_str()))
+            .map(|(i, c, m)| Claim {
+                message_id: m.id.clone(),
+                event_id: c.event.event_id.clone(),
+                entity: self.keys[i].clone(),
+            })
+            .collect()
+    }
+
+    /// The messages each change records: those whose id its event owns, once each.
+    fn outbox_entries(&self, owners: &HashMap<String, String>) -> Vec<Vec<OutboxEntry>> {
         self.changes
             .iter()
             .map(|c| {
                 let seq = new_id();
+                let mut taken = HashSet::new();
                 c.outbox
                     .iter()
                     .enumerate()
-                    .filter(|(_, m)| recorded.insert(m.id.clone()))
+                    .filter(|(_, m)| {
+                        owners
+                            .get(&m.id)
+                            .is_none_or(|owner| *owner == c.event.event_id)
+                            && taken.insert(m.id.as_str())
+                    })
                     .map(|(position, m)| OutboxEntry {
                         stored: StoredOutboxMessage {
                             message: m.clone(),
@@ -430,18 +465,41 @@ impl<'a> Round<'a> {
         Ok(())
     }
 
-    /// Removes the log entries this round wrote for changes it refused.
+    /// Removes the log entries and message claims this round wrote for changes it refused.
     async fn discard_refused(&self) -> Result<(), StoreError> {
-        let ids: Vec<&str> = self
+        let refused: HashSet<&str> = self
+            .changes
+            .iter()
+            .zip(&self.outcomes)
+            .filter(|(_, o)| matches!(o, Some(ApplyOutcome::Conflict { .. })))
+            .map(|(c, _)| c.event.event_id.as_str())
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<&str> = self
             .fresh
             .iter()
-            .filter(|&&i| matches!(self.outcomes[i], Some(ApplyOutcome::Conflict { .. })))
             .map(|&i| self.changes[i].event.event_id.as_str())
+            .filter(|id| refused.contains(id))
             .collect();
-        if !ids.is_empty() {
+        let claims: Vec<&str> = self
+            .claimed
+            .iter()
+            .filter(|(_, owner)| refused.contains(owner.as_str()))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !entries.is_empty() {
             self.db
                 .event_log
-                .delete_many(doc! { "_id": { "$in": ids } })
+                .delete_many(doc! { "_id": { "$in": entries } })
+                .await
+                .map_err(classify)?;
+        }
+        if !claims.is_empty() {
+            self.db
+                .outbox_index
+                .delete_many(doc! { "_id": { "$in": claims } })
                 .await
                 .map_err(classify)?;
         }
@@ -457,32 +515,40 @@ async fn claim_slots(db: &Db, docs: Vec<Document>) -> Result<Vec<usize>, StoreEr
     }
 }
 
-/// Which of `ids` some entity's outbox already holds.
-async fn recorded_messages(db: &Db, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-    if ids.is_empty() {
-        return Ok(HashSet::new());
+/// A message id claimed by an event (a document of `outbox_index`).
+struct Claim {
+    message_id: String,
+    event_id: String,
+    entity: String,
+}
+
+/// Claims the message ids; answers the owners of those claimed before (by whichever event).
+async fn claim_messages(db: &Db, claims: &[Claim]) -> Result<HashMap<String, String>, StoreError> {
+    if claims.is_empty() {
+        return Ok(HashMap::new());
     }
-    // `$or` of equalities rather than `$in`: nx-27017 does not match `$in` inside arrays.
-    let clauses: Vec<Document> = ids.iter().map(|id| doc! { "outbox.id": *id }).collect();
-    let docs = db
-        .find_all(
-            &db.entities,
-            doc! { "$or": clauses },
-            Some(doc! { "outbox": 1 }),
-        )
+    let docs: Vec<Document> = claims
+        .iter()
+        .map(|c| doc! { "_id": &c.message_id, "event_id": &c.event_id, "entity": &c.entity })
+        .collect();
+    let taken = match db.outbox_index.insert_many(docs).ordered(false).await {
+        Ok(_) => return Ok(HashMap::new()),
+        Err(e) => duplicate_positions(e)?,
+    };
+    let ids: Vec<&str> = taken
+        .iter()
+        .map(|&i| claims[i].message_id.as_str())
+        .collect();
+    let found = db
+        .find_all(&db.outbox_index, doc! { "_id": { "$in": ids } }, None)
         .await?;
-    let wanted: HashSet<&str> = ids.iter().copied().collect();
-    let mut found = HashSet::new();
-    for d in &docs {
-        for m in Fields::new(d, "entity").array("outbox")? {
-            if let Some(id) = m.as_document().and_then(|m| m.get_str("id").ok()) {
-                if wanted.contains(id) {
-                    found.insert(id.to_string());
-                }
-            }
-        }
-    }
-    Ok(found)
+    found
+        .iter()
+        .map(|d| {
+            let f = Fields::new(d, "outbox_index entry");
+            Ok((f.str("_id")?.to_string(), f.str("event_id")?.to_string()))
+        })
+        .collect()
 }
 
 /// The versions of the entities with these keys (absent ones are at version 0).

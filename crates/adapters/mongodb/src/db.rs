@@ -17,6 +17,7 @@ use crate::error::{classify, is_transient_code, DUPLICATE_KEY};
 pub(crate) const EVENT_LOG: &str = "event_log";
 pub(crate) const ENTITIES: &str = "entities";
 pub(crate) const IDEMPOTENCY: &str = "idempotency";
+pub(crate) const OUTBOX_INDEX: &str = "outbox_index";
 
 /// A raw `update` command stays well under the 16 MiB command limit.
 const COMMAND_BYTES: usize = 8 * 1024 * 1024;
@@ -27,6 +28,8 @@ pub(crate) struct Db {
     pub(crate) event_log: Collection<Document>,
     pub(crate) entities: Collection<Document>,
     pub(crate) idempotency: Collection<Document>,
+    /// `_id` = outbox message id, with the event that recorded it and its entity.
+    pub(crate) outbox_index: Collection<Document>,
 }
 
 /// One single-document write of a raw `update` command.
@@ -70,6 +73,7 @@ impl Db {
             event_log: collection(EVENT_LOG),
             entities: collection(ENTITIES),
             idempotency: collection(IDEMPOTENCY),
+            outbox_index: collection(OUTBOX_INDEX),
             database,
         }
     }
@@ -93,17 +97,12 @@ impl Db {
             .await
             .map_err(classify)?;
         self.entities
-            .create_indexes([
+            .create_index(
                 IndexModel::builder()
                     .keys(doc! { "outbox_pending": 1, "outbox_oldest": 1 })
                     .options(named("outbox_pending"))
                     .build(),
-                // mark_published finds the entity holding a message by the message id.
-                IndexModel::builder()
-                    .keys(doc! { "outbox.id": 1 })
-                    .options(named("outbox_id"))
-                    .build(),
-            ])
+            )
             .await
             .map_err(classify)?;
         self.idempotency

@@ -11,7 +11,9 @@
 //!
 //! Collections: `event_log` (one document per event, `_id` = event id, unique on
 //! `(entity_kind, entity_id, version)`), `entities` (`_id` = `"kind:id"`: state, status, version,
-//! last event, and the outbox messages the entity's changes announced), `idempotency` (`_id` =
+//! last event, and the outbox messages the entity's changes announced), `outbox_index` (`_id` =
+//! outbox message id: the fence that records a message id once, and where it lives),
+//! `idempotency` (`_id` =
 //! the API's key, expired by a TTL index). Ids are strings, integers Int64 (read back
 //! tolerantly), money integer minor units inside the states: no ObjectId, Decimal128 or Binary.
 

@@ -5,7 +5,9 @@
 //! recording sequence of its oldest unpublished message; the index on both serves the relay's
 //! "oldest first" query without scanning published history.
 //!
-//! Marking published updates one array element per message with the positional operator
+//! Marking published finds the entities through `outbox_index` (message id -> entity, an `_id`
+//! lookup; nx-27017 can neither index nor `$in`-match fields inside arrays), then updates one
+//! array element per message with the positional operator
 //! (`outbox.$.published`, filter `{_id, "outbox.id": id}`), not `arrayFilters`: nx-27017 accepts
 //! `arrayFilters` and silently changes nothing. Then a second write clears `outbox_pending`
 //! when nothing unpublished is left, fenced on the entity version read before: only an apply

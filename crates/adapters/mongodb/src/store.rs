@@ -200,6 +200,7 @@ impl Store for MongoStore {
 
     async fn reset_read_model(&self) -> Result<(), StoreError> {
         // Emptied, not dropped: the unique index fencing the log stays in place throughout.
+        // The log goes first: an entity without its log reads as applied nowhere.
         self.bounded(async {
             self.db
                 .event_log

@@ -2,9 +2,14 @@
 
 mod common;
 
-use common::{connect, fresh_database, fresh_store};
+use common::{connect, fresh_database, server};
+use enrollstream_mongodb::MongoStore;
 use enrollstream_testkit::contract::store as contract;
 use enrollstream_testkit::testbed::Mongo;
+
+async fn fresh_store() -> MongoStore {
+    connect(&server().uri(), &fresh_database()).await
+}
 
 macro_rules! contract_cases {
     ($($case:ident),* $(,)?) => {

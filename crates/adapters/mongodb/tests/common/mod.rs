@@ -19,7 +19,3 @@ pub async fn connect(uri: &str, database: &str) -> MongoStore {
         .await
         .unwrap_or_else(|e| panic!("connecting to {uri}: {e}"))
 }
-
-pub async fn fresh_store() -> MongoStore {
-    connect(&server().uri(), &fresh_database()).await
-}
