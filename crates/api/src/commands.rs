@@ -20,7 +20,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
-use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::dto::{self, body_field, quote_body_field};
@@ -319,7 +318,7 @@ pub(crate) async fn wait_until(
     shared
         .api
         .store
-        .wait_applied(event_id, left.max(Duration::ZERO))
+        .wait_applied(event_id, left)
         .await
         .map_err(|e| Problem::store(&e))
 }

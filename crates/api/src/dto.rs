@@ -160,8 +160,9 @@ pub enum SubmittedBy {
     Member,
 }
 
-/// Body of `POST /v1/applications/{id}/submit`. A flat shape rather than a tagged enum so that
-/// an error inside `broker` is named with its full path.
+/// Body of `POST /v1/applications/{id}/submit`.
+// A flat shape rather than a tagged enum: serde buffers a tagged enum's content and loses the
+// path, so an error inside `broker` would not be named `broker.email`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitApplication {
