@@ -21,10 +21,17 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(shared): State<Shared>) -> Response {
     let api = &shared.api;
-    let (store, bus) = tokio::join!(
+    let (store, bus, backlog) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, api.store.check()),
         tokio::time::timeout(CHECK_TIMEOUT, api.bus.check()),
+        tokio::time::timeout(CHECK_TIMEOUT, api.store.outbox_backlog()),
     );
+    // How many recorded notifications still wait for the relay: an operator's first question
+    // when downstream systems seem late, and what tests wait on before reading the topics.
+    let backlog = match backlog {
+        Ok(Ok(n)) => json!(n),
+        _ => Value::Null,
+    };
     let store = outcome(
         api.store.name(),
         store.map(|r| r.map_err(|e| e.to_string())),
@@ -42,7 +49,8 @@ pub async fn readyz(State(shared): State<Shared>) -> Response {
         );
     }
     if ready {
-        Json(json!({"status": "ready", "components": components})).into_response()
+        Json(json!({"status": "ready", "components": components, "outbox_backlog": backlog}))
+            .into_response()
     } else {
         let failing: Vec<&String> = components
             .iter()
@@ -63,6 +71,7 @@ pub async fn readyz(State(shared): State<Shared>) -> Response {
             ),
         )
         .with_extension("components", Value::Object(components))
+        .with_extension("outbox_backlog", backlog)
         .with_retry_after(1)
         .into_response()
     }

@@ -46,6 +46,10 @@ async fn readyz_lists_components_and_follows_the_health_registry() {
         json!({"ready": true, "detail": "embedded: ok"})
     );
     assert_eq!(body["components"]["projector"]["ready"], true);
+    assert_eq!(
+        body["outbox_backlog"], 0,
+        "nothing recorded, nothing waiting"
+    );
 
     app.health
         .set("projector", false, "store unreachable: disk full");
