@@ -14,7 +14,7 @@ mod ledger;
 mod logic_apps;
 mod salesforce;
 
-pub use fake::{Fake, Recorded};
+pub use fake::{Fake, Recorded, Reply, Role};
 pub use faults::{Fault, FaultRule, Gate};
 pub use lead_management::LeadManagement;
 pub use ledger::{Applied, Ledger};

@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -133,6 +134,25 @@ struct Shared<R> {
     ledger: Mutex<Ledger>,
     requests: Mutex<Vec<Recorded>>,
     faults: Mutex<Vec<FaultRule>>,
+    concurrent: AtomicUsize,
+    max_concurrent: AtomicUsize,
+}
+
+/// Counts a request as under way until dropped, whichever way the handler ends.
+struct Concurrent<'a>(&'a AtomicUsize);
+
+impl<'a> Concurrent<'a> {
+    fn enter(counter: &'a AtomicUsize, max: &AtomicUsize) -> Self {
+        let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(now, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Concurrent<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A fake target server; stops when dropped.
@@ -176,6 +196,8 @@ impl<R: Role> Fake<R> {
             ledger: Mutex::default(),
             requests: Mutex::default(),
             faults: Mutex::default(),
+            concurrent: AtomicUsize::new(0),
+            max_concurrent: AtomicUsize::new(0),
         });
         let server = tokio::spawn(accept(listener, shared.clone()));
         Self {
@@ -233,6 +255,11 @@ impl<R: Role> Fake<R> {
     pub fn versions_by_entity(&self) -> BTreeMap<String, Vec<u64>> {
         lock(&self.shared.ledger).versions_by_entity()
     }
+
+    /// The most requests that were under way at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max_concurrent.load(Ordering::SeqCst)
+    }
 }
 
 async fn accept<R: Role>(listener: TcpListener, shared: Arc<Shared<R>>) {
@@ -258,6 +285,7 @@ async fn handle<R: Role>(
     shared: Arc<Shared<R>>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
+    let _concurrent = Concurrent::enter(&shared.concurrent, &shared.max_concurrent);
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
     let recorded = Recorded {
