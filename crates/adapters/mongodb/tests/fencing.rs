@@ -145,6 +145,39 @@ async fn crash_between_log_and_entity_is_finished_by_redelivery() {
     );
 }
 
+/// An interrupted apply computed on another state left the event at a slot its entity never
+/// reached: the change recomputed on the real state takes the entry over.
+#[tokio::test]
+async fn interrupted_apply_at_another_version_is_taken_over() {
+    let database = fresh_database();
+    let store = connect(&server().uri(), &database).await;
+    let change = new_quote();
+    let mut stale = change.clone();
+    stale.event.version = 5;
+    stale.expected_version = 4;
+    interrupted_apply(&server().uri(), &database, std::slice::from_ref(&stale)).await;
+
+    assert_eq!(
+        store
+            .apply(std::slice::from_ref(&change))
+            .await
+            .expect("apply"),
+        vec![ApplyOutcome::Applied]
+    );
+    let e = &change.event;
+    assert_eq!(
+        store
+            .event_log(e.entity_kind, &e.entity_id)
+            .await
+            .expect("event_log"),
+        vec![e.clone()]
+    );
+    assert_eq!(
+        pending_ids(&store).await,
+        outbox_ids(std::slice::from_ref(&change))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appliers_apply_a_change_once() {
     let database = fresh_database();
