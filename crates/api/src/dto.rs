@@ -310,7 +310,9 @@ pub struct ReadModelFields {
     pub version: u64,
     pub status: String,
     pub last_event_id: String,
-    pub updated_at: DateTime<Utc>,
+    /// When the read model was last written (wall clock of the projector). The entity's own
+    /// `updated_at` is the time of its last event, which a rebuild reproduces exactly.
+    pub projected_at: DateTime<Utc>,
 }
 
 /// One entry of `GET /v1/{quotes,applications}/{id}/events`, oldest first.

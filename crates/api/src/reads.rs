@@ -74,7 +74,7 @@ async fn entity(
         version: record.version,
         status: record.status,
         last_event_id: record.last_event_id,
-        updated_at: record.updated_at,
+        projected_at: record.updated_at,
     };
     if let Value::Object(extra) = serde_json::to_value(fields).expect("fields serialise") {
         body.extend(extra);

@@ -31,6 +31,7 @@ async fn an_application_reads_as_its_state_plus_read_model_fields() {
     assert_eq!(body["version"], 1);
     assert_eq!(body["last_event_id"], event_id.as_str());
     assert!(body["updated_at"].is_string());
+    assert!(body["projected_at"].is_string());
     assert_eq!(
         body["applicant"],
         json!({"name":"Jane Doe","email":"jane@example.com"})
