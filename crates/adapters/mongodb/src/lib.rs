@@ -6,8 +6,8 @@
 //!
 //! No multi-document transactions anywhere: every effect is one atomic single-document write,
 //! fenced by a unique key or a version so that doing it twice is doing it once. The design is
-//! described in [`apply`](crate::apply)'s module documentation (the event log and entity
-//! writes) and in the outbox module's (the embedded outbox).
+//! described in the documentation of the `apply` module (event log, entity and message-id
+//! fences) and of the `outbox` module (the embedded outbox and how it is marked published).
 //!
 //! Collections: `event_log` (one document per event, `_id` = event id, unique on
 //! `(entity_kind, entity_id, version)`), `entities` (`_id` = `"kind:id"`: state, status, version,
