@@ -303,3 +303,84 @@ fn operators_can_replace_the_bodies() {
         "the built-in HTML stays"
     );
 }
+
+/// A server that offers AUTH, records the AUTH line and answers it with `auth_reply`; on
+/// success it takes the message. Returns the commands it saw.
+async fn auth_server(auth_reply: &'static str) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read, mut write) = socket.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let mut seen = Vec::new();
+        write.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let reply: &[u8] = match line.split(' ').next().unwrap_or_default() {
+                "EHLO" => b"250-scripted\r\n250 AUTH PLAIN LOGIN\r\n",
+                "AUTH" => auth_reply.as_bytes(),
+                "MAIL" | "RCPT" => b"250 ok\r\n",
+                "DATA" => {
+                    seen.push(line);
+                    write.write_all(b"354 go ahead\r\n").await.unwrap();
+                    while let Ok(Some(body)) = lines.next_line().await {
+                        if body == "." {
+                            break;
+                        }
+                    }
+                    write.write_all(b"250 queued\r\n").await.unwrap();
+                    continue;
+                }
+                "QUIT" => {
+                    seen.push(line);
+                    write.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                }
+                _ => b"500 what?\r\n",
+            };
+            seen.push(line);
+            write.write_all(reply).await.unwrap();
+        }
+        seen
+    });
+    (port, task)
+}
+
+fn with_credentials(port: u16) -> SmtpMailer {
+    SmtpMailer::new(&SmtpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        tls: SmtpTls::None,
+        username: Some("reminders".into()),
+        password: Some(enrollstream_mail::Secret::new("hunter2")),
+        timeout: Duration::from_secs(10),
+        ..SmtpConfig::default()
+    })
+    .expect("mailer")
+}
+
+#[tokio::test]
+async fn authenticates_before_sending() {
+    let (port, server) = auth_server("235 2.7.0 authenticated\r\n").await;
+    send(&with_credentials(port), &email(1))
+        .await
+        .expect("sent");
+    let seen = server.await.unwrap();
+    let verbs: Vec<&str> = seen.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(verbs, ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"]);
+    // PLAIN: base64 of "\0reminders\0hunter2".
+    assert_eq!(seen[1], "AUTH PLAIN AHJlbWluZGVycwBodW50ZXIy");
+}
+
+#[tokio::test]
+async fn refused_credentials_are_transient_and_send_nothing() {
+    let (port, server) = auth_server("535 5.7.8 bad credentials\r\n").await;
+    let err = send(&with_credentials(port), &email(1)).await.unwrap_err();
+    // Our configuration, not the broker's address: retried, no attempt consumed.
+    assert!(
+        matches!(&err, MailError::Transient(t) if t.starts_with("auth")),
+        "{err:?}"
+    );
+    let seen = server.await.unwrap();
+    assert!(!seen.iter().any(|l| l.starts_with("MAIL")), "{seen:?}");
+}
