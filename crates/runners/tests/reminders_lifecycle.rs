@@ -139,3 +139,40 @@ async fn no_reminder_for_a_member_submission() {
     assert_eq!(events[0].0, "B-1");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_submission_is_a_no_op_and_an_invalid_event_is_dead_lettered() {
+    let h = Harness::start().await;
+    let (mut progress, _task) = h.spawn(h.scheduler(h.store.clone(), h.smtp_mailer()));
+    h.publish(started("A-5")).await;
+    let submission = h.publish(submitted("A-5", true)).await;
+    h.wait_for_reminder("A-5", "the submission", |r| r.submission.is_some())
+        .await;
+    h.advance(interval(), &mut [&mut progress]).await;
+    let before = h.store.get("A-5").await.unwrap().unwrap();
+    assert_eq!(before.attempts, 1);
+
+    h.republish(&submission).await;
+    // Same key, so same partition and after the copy: once it is dead-lettered, the copy was
+    // handled.
+    let mut invalid = submission.clone();
+    invalid.id = enrollstream_domain::ids::new_id();
+    invalid.data["broker"]["email"] = "not-an-email".into();
+    h.republish(&invalid).await;
+    let dead = h.wait_for_dead_letters(1).await;
+    assert_eq!(dead[0].header("ce_id"), Some(invalid.id.as_str()));
+    assert_eq!(
+        dead[0].header("dlq_consumer_group"),
+        Some(enrollstream_runners::reminders::GROUP)
+    );
+    assert_eq!(dead[0].header("dlq_reason"), Some("invalid_event"));
+
+    let after = h.store.get("A-5").await.unwrap().unwrap();
+    assert_eq!(after, before, "the redelivered submission changed nothing");
+    h.advance(interval(), &mut [&mut progress]).await;
+    assert_eq!(
+        h.mail_counts(),
+        BTreeMap::from([(mid("A-5", 1), 1), (mid("A-5", 2), 1)])
+    );
+    h.stop().await;
+}

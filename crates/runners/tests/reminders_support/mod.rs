@@ -16,8 +16,8 @@ use enrollstream_mail::{MailConfig, SmtpConfig, SmtpMailer, SmtpTls};
 use enrollstream_ports::mailer::{Mailer, ReminderComposer};
 use enrollstream_ports::reminders::ReminderStore;
 use enrollstream_ports::{
-    codec, Clock, EventBus, HealthRegistry, ManualClock, StartFrom, SubscriptionSpec, TopicNames,
-    TopicSpec,
+    codec, Clock, EventBus, HealthRegistry, InboundMessage, ManualClock, StartFrom,
+    SubscriptionSpec, TopicNames, TopicSpec,
 };
 use enrollstream_runners::reminders::{run_consumer, Progress, ReminderConfig, Scheduler};
 use enrollstream_sqlite::bus::EmbeddedBus;
@@ -157,6 +157,39 @@ impl Harness {
             .publish_to(&self.topics.enrollment_events, &envelope)
             .await;
         envelope
+    }
+
+    /// Publish `envelope` as it is (again): what a producer retry or a redelivery looks like.
+    pub async fn republish(&self, envelope: &CloudEvent) {
+        self.bus
+            .publish_to(&self.topics.enrollment_events, envelope)
+            .await;
+    }
+
+    /// Waits until `count` messages are in the events' dead-letter topic; returns them.
+    pub async fn wait_for_dead_letters(&self, count: usize) -> Vec<InboundMessage> {
+        let mut sub = self
+            .bus
+            .subscribe(SubscriptionSpec {
+                group: format!("observer-{}", enrollstream_domain::ids::new_id()),
+                topics: vec![self.topics.dlq(&self.topics.enrollment_events)],
+                start: StartFrom::Earliest,
+                client_id: "observer".into(),
+            })
+            .await
+            .expect("observer subscription");
+        let started = tokio::time::Instant::now();
+        let mut found = Vec::new();
+        while found.len() < count {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{} of {count} dead letters arrived",
+                found.len()
+            );
+            found.extend(sub.poll(100, POLL).await.expect("poll"));
+        }
+        sub.close().await.expect("close");
+        found
     }
 
     /// Start and submit `app` by a broker (or the member); waits until the consumer saw it.
