@@ -86,8 +86,15 @@ pub async fn run(
         next_ticket: 0,
         last_commit: Instant::now(),
         bus_failed: false,
+        stopping: false,
     };
     runner.run(sub.as_mut(), &shutdown).await;
+    // Results already in are kept; the rest is abandoned uncommitted and delivered again by
+    // the next member.
+    runner.stopping = true;
+    while let Some(joined) = runner.tasks.try_join_next() {
+        runner.joined(joined);
+    }
     runner.tasks.shutdown().await;
     runner.commit(sub.as_mut()).await;
     if let Err(e) = sub.close().await {
@@ -178,6 +185,8 @@ struct Runner {
     next_ticket: u64,
     last_commit: Instant,
     bus_failed: bool,
+    /// Shutting down: finished lanes start nothing new.
+    stopping: bool,
 }
 
 impl Runner {
@@ -279,6 +288,9 @@ impl Runner {
                 self.running.remove(&done.lane);
                 self.watermarks
                     .finish(&(done.lane.topic.clone(), done.lane.partition), done.offset);
+                if self.stopping {
+                    return;
+                }
                 if let Some(next) = self.lanes.next(&done.lane) {
                     self.spawn(next);
                 }
