@@ -1,0 +1,157 @@
+//! The lead producer (consumer group `lead-producer-service`): picks the notifications routed to
+//! the Lead Management system whose event type the configuration names, and publishes a lead
+//! message for each to `lead-integration-events`, keyed by entity id. Publishing is its only
+//! effect, so the shared consumer loop fits: the batch's lead messages are durable before the
+//! commit, and a redelivered notification yields the same message id, which the lead API
+//! dedupes.
+
+use async_trait::async_trait;
+use enrollstream_domain::events;
+use enrollstream_domain::notification::{
+    parse_targets, NotificationData, EXT_TARGETS, NOTIFICATION,
+};
+use enrollstream_domain::routing::LEAD_MANAGEMENT;
+use enrollstream_ports::{codec, EventBus, HealthRegistry, InboundMessage, Publisher};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use super::message::lead_event;
+use crate::consumer::{BatchHandler, ConsumerLoop, ConsumerSettings, Outcome, Retry};
+use crate::dead_letter::DeadLetter;
+
+pub const GROUP: &str = "lead-producer-service";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeadProducerSettings {
+    pub group: String,
+    /// Notification topics to read.
+    pub topics: Vec<String>,
+    /// Business event types that make a lead message (exact, or a prefix ending in `*`).
+    pub event_types: Vec<String>,
+    pub output_topic: String,
+    pub batch_size: usize,
+}
+
+impl Default for LeadProducerSettings {
+    fn default() -> Self {
+        Self {
+            group: GROUP.to_string(),
+            topics: vec!["enrollment-notifications".into()],
+            event_types: vec![
+                events::APPLICATION_STARTED.into(),
+                events::APPLICATION_SUBMITTED.into(),
+                events::SIGNATURE_RECEIVED.into(),
+            ],
+            output_topic: "lead-integration-events".into(),
+            batch_size: 500,
+        }
+    }
+}
+
+impl LeadProducerSettings {
+    fn wants(&self, event_type: &str) -> bool {
+        self.event_types.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => event_type.starts_with(prefix),
+            None => p == event_type,
+        })
+    }
+}
+
+pub struct LeadProducer {
+    pub publisher: Arc<dyn Publisher>,
+    pub settings: LeadProducerSettings,
+}
+
+/// Routed to the Lead Management system, judged by headers alone.
+fn routed_to_leads(message: &InboundMessage) -> bool {
+    message.header("ce_type") == Some(NOTIFICATION)
+        && message
+            .header(&format!("ce_{EXT_TARGETS}"))
+            .is_some_and(|v| parse_targets(v).any(|t| t == LEAD_MANAGEMENT))
+}
+
+#[async_trait]
+impl BatchHandler for LeadProducer {
+    async fn handle(&mut self, batch: &[InboundMessage]) -> Result<Vec<Outcome>, Retry> {
+        let mut outcomes = vec![Outcome::Done; batch.len()];
+        let mut leads = Vec::new();
+        for (i, message) in batch.iter().enumerate() {
+            if !routed_to_leads(message) {
+                continue;
+            }
+            let event = match codec::decode(message) {
+                Ok(e) => e,
+                Err(e) => {
+                    outcomes[i] = Outcome::DeadLetter(DeadLetter::new("undecodable", &e));
+                    continue;
+                }
+            };
+            let n: NotificationData = match serde_json::from_value(event.data.clone()) {
+                Ok(n) => n,
+                Err(e) => {
+                    outcomes[i] = Outcome::DeadLetter(DeadLetter::new(
+                        "invalid_notification",
+                        format!("data is not a notification: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            if !self.settings.wants(&n.event_type) {
+                continue;
+            }
+            let mut out = codec::encode(&lead_event(&n, &event));
+            out.key = n.entity_id.clone();
+            leads.push(out);
+        }
+        if !leads.is_empty() {
+            let count = leads.len() as u64;
+            // One call for the batch: per-key order is kept within it.
+            self.publisher
+                .publish(&self.settings.output_topic, leads)
+                .await
+                .map_err(|e| Retry(format!("publish to {}: {e}", self.settings.output_topic)))?;
+            metrics::counter!("enrollstream_leads_published_total").increment(count);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Run the lead producer until `shutdown`.
+pub async fn run_producer(
+    bus: Arc<dyn EventBus>,
+    settings: LeadProducerSettings,
+    health: HealthRegistry,
+    shutdown: CancellationToken,
+) {
+    let mut consumer = ConsumerSettings::new(&settings.group, settings.topics.clone());
+    consumer.batch_size = settings.batch_size;
+    ConsumerLoop {
+        handler: LeadProducer {
+            publisher: bus.publisher(),
+            settings,
+        },
+        bus,
+        settings: consumer,
+        health,
+        shutdown,
+    }
+    .run()
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_match_exactly_or_by_prefix() {
+        let mut s = LeadProducerSettings::default();
+        assert!(s.wants(events::APPLICATION_SUBMITTED));
+        assert!(!s.wants(events::APPLICATION_APPROVED));
+        s.event_types = vec!["com.enrollstream.application.*".into()];
+        assert!(s.wants(events::APPLICATION_APPROVED));
+        assert!(!s.wants(events::QUOTE_CREATED));
+    }
+}
