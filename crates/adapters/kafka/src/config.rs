@@ -46,6 +46,10 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u32,
     /// `heartbeat.interval.ms` (well below the session timeout).
     pub heartbeat_interval_ms: u32,
+    /// How long `close` keeps serving the group before leaving it, so that a rebalance started
+    /// just before (say, by another member's close) is finished first. Works around a tansu bug
+    /// (a leader leaving mid-rebalance wedges the group); 0 leaves at once, fine on Kafka proper.
+    pub leave_grace_ms: u32,
     /// `max.poll.interval.ms`: a member that does not poll for this long leaves its group.
     pub max_poll_interval_ms: u32,
     /// `queued.max.messages.kbytes`: bound of what a consumer prefetches.
@@ -84,7 +88,8 @@ impl Default for KafkaConfig {
             message_timeout_ms: 30_000,
             producer_queue_kbytes: 65_536,
             session_timeout_ms: 10_000,
-            heartbeat_interval_ms: 2_000,
+            heartbeat_interval_ms: 1_000,
+            leave_grace_ms: 1_500,
             max_poll_interval_ms: 300_000,
             consumer_queue_kbytes: 8_192,
             consumer_queue_messages: 10_000,
@@ -132,6 +137,7 @@ impl fmt::Debug for KafkaConfig {
             .field("producer_queue_kbytes", &self.producer_queue_kbytes)
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("leave_grace_ms", &self.leave_grace_ms)
             .field("max_poll_interval_ms", &self.max_poll_interval_ms)
             .field("consumer_queue_kbytes", &self.consumer_queue_kbytes)
             .field("consumer_queue_messages", &self.consumer_queue_messages)

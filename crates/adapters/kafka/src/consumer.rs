@@ -29,6 +29,7 @@ pub struct KafkaSubscription {
     consumer: Option<SharedConsumer>,
     /// A poll whose caller went away; its messages are the next poll's answer.
     inflight: Option<JoinHandle<Batch>>,
+    leaving: Leaving,
 }
 
 pub(crate) fn subscribe(
@@ -48,6 +49,10 @@ pub(crate) fn subscribe(
     Ok(KafkaSubscription {
         consumer: Some(Arc::new(consumer)),
         inflight: None,
+        leaving: Leaving {
+            grace: Duration::from_millis(u64::from(config.leave_grace_ms)),
+            settle: Duration::from_millis(u64::from(config.session_timeout_ms)),
+        },
     })
 }
 
@@ -149,6 +154,48 @@ fn commit(
     Ok(())
 }
 
+/// When to leave the group on close: after a quiet spell with no rebalance under way.
+#[derive(Clone, Copy, Debug)]
+struct Leaving {
+    /// How long to keep serving the group before leaving; a rebalance that starts meanwhile is
+    /// seen at the next heartbeat and finished first.
+    grace: Duration,
+    /// The most a rebalance under way may delay the leaving.
+    settle: Duration,
+}
+
+/// Leave the group, but not in the middle of a rebalance: serve the group (by polling) for a
+/// grace period, and if a rebalance shows up meanwhile, until it is complete. Messages fetched
+/// meanwhile are dropped uncommitted, so the next owner gets them.
+///
+/// Why: tansu keeps a leader that leaves during a rebalance as the group's leader, and every later
+/// member then waits forever for that leader's assignment. It happens when two members close one
+/// after the other: the first leave starts a rebalance the second member has not seen yet (it
+/// learns of it from its next heartbeat). Leaving a stable group is handled correctly by every
+/// broker. The group state cannot be asked instead: tansu drops the connection on DescribeGroups.
+/// `leave_grace_ms = 0` leaves at once (Kafka proper handles a leave at any time).
+fn leave(consumer: SharedConsumer, leaving: Leaving) {
+    let membership = consumer.context();
+    let started = Instant::now();
+    let (revokes, assigns) = membership.rebalances();
+    loop {
+        let (r, a) = membership.rebalances();
+        // Eager rebalances revoke everything, then assign: more revokes than assigns since we
+        // started means one is under way.
+        let under_way = r - revokes > a - assigns;
+        let waited = started.elapsed();
+        if waited >= leaving.settle.max(leaving.grace) || (!under_way && waited >= leaving.grace) {
+            break;
+        }
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    tracing::debug!(group = %membership.group(), waited = ?started.elapsed(), "leaving the group");
+    // Unsubscribing leaves the group; dropping the last handle runs librdkafka's consumer close,
+    // which serves the final revoke and waits until the member is gone.
+    consumer.unsubscribe();
+    drop(consumer);
+}
+
 fn join_error(e: tokio::task::JoinError) -> BusError {
     BusError::Fatal(format!("consumer task failed: {e}"))
 }
@@ -208,27 +255,24 @@ impl Subscription for KafkaSubscription {
         let Some(consumer) = self.consumer.take() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || {
-            // Unsubscribing leaves the group; dropping the last handle runs librdkafka's consumer
-            // close, which serves the final revoke and waits until the member is gone.
-            consumer.unsubscribe();
-            drop(consumer);
-        })
-        .await
-        .map_err(join_error)
+        let leaving = self.leaving;
+        tokio::task::spawn_blocking(move || leave(consumer, leaving))
+            .await
+            .map_err(join_error)
     }
 }
 
 impl Drop for KafkaSubscription {
     fn drop(&mut self) {
-        // Dropped without `close`: librdkafka still leaves the group when its last handle goes,
-        // which blocks, so that happens on a thread of its own rather than on the async runtime.
-        // Nothing uncommitted is committed. A process that dies instead loses its partitions
-        // after `session.timeout.ms`.
+        // Dropped without `close`: the member still leaves the group, which blocks, so that
+        // happens on a thread of its own rather than on the async runtime. Nothing uncommitted
+        // is committed. A process that dies instead loses its partitions after
+        // `session.timeout.ms`.
         if let Some(consumer) = self.consumer.take() {
+            let leaving = self.leaving;
             let spawned = std::thread::Builder::new()
                 .name("kafka-consumer-close".into())
-                .spawn(move || drop(consumer));
+                .spawn(move || leave(consumer, leaving));
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "closing the consumer in place");
             }

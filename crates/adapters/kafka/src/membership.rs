@@ -29,6 +29,8 @@ struct State {
     /// after a rebalance resumes here instead of at the group's older commit, which could lie
     /// past messages the replay has not seen yet.
     committed: BTreeMap<Partition, i64>,
+    /// Rebalance callbacks served so far: (revokes, assigns).
+    rebalances: (u64, u64),
 }
 
 pub(crate) struct Membership {
@@ -59,6 +61,15 @@ impl Membership {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// (revokes, assigns) served so far.
+    pub(crate) fn rebalances(&self) -> (u64, u64) {
+        self.state().rebalances
     }
 
     pub(crate) fn assigned(&self) -> BTreeSet<Partition> {
@@ -92,6 +103,7 @@ impl Membership {
                 }
             }
             state.assigned.extend(granted.iter().cloned());
+            state.rebalances.1 += 1;
         }
         tracing::info!(group = %self.group, partitions = ?granted, "partitions assigned");
         let result = match consumer.rebalance_protocol() {
@@ -120,6 +132,7 @@ impl Membership {
                 state.assigned.remove(p);
                 state.revoked.insert(p.clone());
             }
+            state.rebalances.0 += 1;
             taken
         };
         tracing::info!(group = %self.group, partitions = ?taken, "partitions revoked");
