@@ -12,7 +12,7 @@ use enrollstream_domain::notification::{OutboxMessage, NOTIFICATION};
 use enrollstream_domain::routing::{RoutingRules, LOGIC_APPS, SALESFORCE};
 use enrollstream_ports::{InboundMessage, OutboundMessage};
 use enrollstream_runners::dead_letter;
-use enrollstream_runners::deliveries::{DeliverySettings, DLQ_LAST_STATUS, DLQ_TARGET};
+use enrollstream_runners::deliveries::{redrive_delivery, DLQ_LAST_STATUS, DLQ_TARGET};
 use enrollstream_targets::{LogicAppsConfig, LogicAppsTarget, SalesforceConfig, SalesforceTarget};
 use enrollstream_testkit::targets::fixtures::{application_journey, quote_journey};
 use enrollstream_testkit::targets::{Fake, Fault, FaultRule, Gate};
@@ -141,6 +141,17 @@ async fn a_poison_message_goes_to_the_dlq_without_blocking_its_partition() {
     // The payload is the original notification, ready for a redrive.
     let original = enrollstream_ports::codec::encode(&poison.event);
     assert_eq!(d.payload, original.payload);
+
+    // Once the cause is fixed, a redrive delivers it, with the same idempotency key.
+    fake.clear_faults();
+    let (topic, message) = redrive_delivery(d).expect("a delivery dead letter");
+    assert_eq!(topic, ENROLLMENT);
+    bed.publish_raw(&topic, vec![message]).await;
+    bed.eventually(secs(1), "the redriven poison applied", || {
+        fake.times_applied(&poison.id) == 1
+    })
+    .await;
+    assert_eq!(fake.keys_of(&poison.id).len(), 1);
     runner.stop().await;
 }
 
@@ -398,10 +409,7 @@ async fn salesforce_refreshes_an_expired_token_and_pauses_on_a_rotated_secret() 
     let target = Arc::new(
         SalesforceTarget::new(&config, Arc::new(enrollstream_ports::SystemClock)).unwrap(),
     );
-    let settings = DeliverySettings {
-        ..deliveries_support::settings()
-    };
-    let runner = bed.start(target, settings);
+    let runner = bed.start(target, settings());
     let first = bed.publish(&journeys(2), &RoutingRules::default()).await;
     let mut expected = routed_to(&first, SALESFORCE);
     bed.eventually(secs(1), "first batch applied", || {

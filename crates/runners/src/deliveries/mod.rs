@@ -16,16 +16,19 @@
 //!
 //! Dead letters of `<topic>` go to `<topic>.<target><dlq_suffix>`, e.g.
 //! `enrollment-notifications.salesforce.dlq`, with the standard `dlq_*` headers plus
-//! `dlq_target`, `dlq_attempts` and `dlq_last_status`.
+//! `dlq_target`, `dlq_attempts` and `dlq_last_status`; `redrive_delivery` turns one back into
+//! a message for that target alone.
 
 mod guard;
 mod lanes;
+mod redrive;
 mod runner;
 mod selection;
 mod settings;
 mod watermark;
 mod worker;
 
+pub use redrive::redrive_delivery;
 pub use runner::run;
 pub use settings::{BreakerSettings, DeliverySettings, RetryPolicy};
 pub use worker::{DLQ_LAST_STATUS, DLQ_TARGET};
