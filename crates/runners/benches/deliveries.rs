@@ -48,10 +48,7 @@ async fn run(case: &Case) {
 
     let fake = Fake::logic_apps("sig", None).await;
     if let Some(latency) = case.latency {
-        fake.inject(FaultRule {
-            times: None,
-            ..FaultRule::next(0, Fault::Delay(latency))
-        });
+        fake.inject(FaultRule::always(Fault::Delay(latency)));
     }
     let target = LogicAppsTarget::new(
         &LogicAppsConfig::new(fake.trigger_url()),

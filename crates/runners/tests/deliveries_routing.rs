@@ -91,10 +91,7 @@ async fn a_failing_target_delays_no_other_target() {
     let outbox = bed.publish(&events(), &RoutingRules::default()).await;
     let (la_fake, la) = logic_apps("sig").await;
     let (sf_fake, sf) = salesforce().await;
-    la_fake.inject(FaultRule {
-        times: None,
-        ..FaultRule::next(0, Fault::status(503))
-    });
+    la_fake.inject(FaultRule::always(Fault::status(503)));
     let la_runner = bed.start(la, settings());
     let sf_runner = bed.start(sf, settings());
     let for_sf = routed_to(&outbox, SALESFORCE);
@@ -138,10 +135,7 @@ async fn parallel_lanes_keep_each_entity_in_order_with_a_slow_target() {
         ));
     }
     // Every other call is slow but within the timeout: calls overlap.
-    fake.inject(FaultRule {
-        times: None,
-        ..FaultRule::next(0, Fault::Delay(Duration::from_millis(30)))
-    });
+    fake.inject(FaultRule::always(Fault::Delay(Duration::from_millis(30))));
     let runner = bed.start(target, settings());
     let expected = routed_to(&outbox, LOGIC_APPS);
     bed.eventually(

@@ -72,6 +72,16 @@ impl FaultRule {
         }
     }
 
+    /// Every request, until the faults are cleared.
+    pub fn always(fault: Fault) -> Self {
+        Self {
+            path_contains: None,
+            body_contains: None,
+            fault,
+            times: None,
+        }
+    }
+
     /// Every request whose body mentions `text` (an entity id, a notification id).
     pub fn always_for(text: &str, fault: Fault) -> Self {
         Self {
