@@ -136,12 +136,15 @@ async fn latency(client: &reqwest::Client) {
     let url = Arc::new(app.url.clone());
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // Bounded connections, so the client never exhausts file descriptors; latency is measured
+    // from the scheduled send time, so waiting for a connection counts (no coordinated omission).
+    let connections = Arc::new(tokio::sync::Semaphore::new(256));
     let mut tasks = Vec::new();
     for i in 0..rate * seconds {
-        tick.tick().await;
-        let (client, url) = (client.clone(), url.clone());
+        let sent = tick.tick().await.into_std();
+        let (client, url, connections) = (client.clone(), url.clone(), connections.clone());
         tasks.push(tokio::spawn(async move {
-            let sent = Instant::now();
+            let _connection = connections.acquire_owned().await.unwrap();
             let r = client
                 .post(format!("{url}/v1/quotes"))
                 .json(&quote(i))

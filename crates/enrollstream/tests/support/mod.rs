@@ -168,3 +168,32 @@ pub async fn read_all(bus: &dyn EventBus, topics: &[&str]) -> Vec<InboundMessage
     sub.close().await.expect("close");
     all
 }
+
+/// Read `topics` from the beginning until `done` holds for everything read so far, or panic at
+/// the deadline. For brokers where an empty poll does not yet mean "the end".
+pub async fn read_until(
+    bus: &dyn EventBus,
+    topics: &[&str],
+    timeout: Duration,
+    mut done: impl FnMut(&[InboundMessage]) -> bool,
+) -> Vec<InboundMessage> {
+    let mut spec = SubscriptionSpec::new(format!("test-reader-{}", uuid::Uuid::new_v4()), topics);
+    spec.start = StartFrom::Earliest;
+    let mut sub = bus.subscribe(spec).await.expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    let mut all = Vec::new();
+    while !done(&all) {
+        assert!(
+            Instant::now() < deadline,
+            "read {} message(s) from {topics:?} in {timeout:?}, still not done",
+            all.len()
+        );
+        all.extend(
+            sub.poll(1000, Duration::from_millis(500))
+                .await
+                .expect("poll"),
+        );
+    }
+    sub.close().await.expect("close");
+    all
+}
