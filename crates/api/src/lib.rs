@@ -41,6 +41,9 @@ pub struct ApiState {
     /// Renders the process's metrics in the Prometheus text format.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
     pub config: Arc<ApiConfig>,
+    /// Broker signature reminders, shown with the application they belong to (when the
+    /// reminders role's store is available to this process).
+    pub reminders: Option<Arc<dyn enrollstream_ports::reminders::ReminderStore>>,
 }
 
 /// The router's own state: the caller's plus what the API keeps between requests.

@@ -79,6 +79,12 @@ async fn entity(
     if let Value::Object(extra) = serde_json::to_value(fields).expect("fields serialise") {
         body.extend(extra);
     }
+    if kind == EntityKind::Application {
+        if let Some(reminders) = &shared.api.reminders {
+            let reminder = reminders.get(&id).await.map_err(|e| Problem::store(&e))?;
+            body.insert("reminder".into(), reminder_view(reminder.as_ref()));
+        }
+    }
     Ok(Json(Value::Object(body)).into_response())
 }
 
@@ -129,4 +135,22 @@ async fn await_projected(shared: &Shared, opts: &ReadOptions) -> Result<(), Prob
         }
     }
     Ok(())
+}
+
+/// What an operator or a broker portal needs to know of an application's signature reminders;
+/// the fence bookkeeping (applied event ids, leases) stays inside the store.
+fn reminder_view(reminder: Option<&enrollstream_domain::reminder::Reminder>) -> Value {
+    let Some(r) = reminder else {
+        return Value::Null;
+    };
+    serde_json::json!({
+        "status": r.status,
+        "signature_obtained": r.signature_obtained,
+        "attempts": r.attempts,
+        "last_sent_at": r.last_sent_at,
+        "next_due_at": r.next_due_at,
+        "exhausted_at": r.exhausted_at,
+        "failures": r.failures,
+        "last_error": r.last_error,
+    })
 }

@@ -9,6 +9,7 @@ use enrollstream_runners::consumer::{ConsumerLoop, ConsumerSettings};
 use enrollstream_runners::dead_letter;
 use enrollstream_runners::projector::{self, Projector};
 use enrollstream_runners::relay::Relay;
+use enrollstream_runners::reminders;
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,24 @@ pub async fn open_adapters(config: &Config) -> anyhow::Result<Adapters> {
         bus,
         _lock: lock,
     })
+}
+
+/// Where reminder state lives: beside the read model, in the same engine.
+async fn open_reminders(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn enrollstream_ports::reminders::ReminderStore>>> {
+    match &config.mongodb {
+        Some(_) => Ok(None),
+        None => Ok(Some(Arc::new(
+            enrollstream_sqlite::reminders::SqliteReminderStore::open(&config.data_dir)
+                .with_context(|| {
+                    format!(
+                        "cannot open the reminder store in {}",
+                        config.data_dir.display()
+                    )
+                })?,
+        ))),
+    }
 }
 
 /// The embedded adapters serve one process: a second one on the same directory is refused.
@@ -168,6 +187,48 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         };
         tasks.spawn(relay.run());
     }
+    let reminder_store = open_reminders(&config).await?;
+    if let (true, Some(reminder_db)) = (roles.contains(&Role::Reminders), &reminder_store) {
+        let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
+        let mailer = config
+            .mail
+            .mailer(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("mail: {}", e.0))?;
+        let composer = config
+            .mail
+            .composer()
+            .map_err(|e| anyhow::anyhow!("mail: {}", e.0))?;
+        tasks.spawn(reminders::run_consumer(
+            bus.clone(),
+            reminder_db.clone(),
+            config.reminders.clone(),
+            config.topics.clone(),
+            clock.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
+        let scheduler = reminders::Scheduler::new(
+            reminder_db.clone(),
+            mailer,
+            composer,
+            bus.publisher(),
+            &config.topics,
+            clock,
+            config.reminders.clone(),
+        );
+        tasks.spawn(reminders::run_scheduler(
+            scheduler,
+            health.clone(),
+            shutdown.clone(),
+        ));
+    } else if roles.contains(&Role::Reminders) {
+        tracing::error!("the reminders role needs reminder state in the configured store, which this build lacks for MongoDB: reminders are OFF");
+        health.set(
+            "reminders",
+            false,
+            "no reminder store for MongoDB in this build",
+        );
+    }
     if roles.contains(&Role::Api) {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -180,6 +241,7 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             health: health.clone(),
             metrics: Arc::new(move || metrics.render()),
             config: Arc::new(config.api.clone()),
+            reminders: reminder_store.clone(),
         };
         let app = router(state);
         let stop = shutdown.clone();

@@ -78,13 +78,19 @@ pub enum DlqCommand {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Role {
+    /// The HTTP API.
     Api,
+    /// Builds the read model (group `read-model-service`).
     Projector,
+    /// Publishes the outbox (notifications, EntityUpdated events).
     Relay,
+    /// Broker signature reminders: reminder state from events (group `broker-email-service`)
+    /// and the scheduler that sends due reminders.
+    Reminders,
 }
 
 impl Role {
-    pub const ALL: &'static [Role] = &[Role::Api, Role::Projector, Role::Relay];
+    pub const ALL: &'static [Role] = &[Role::Api, Role::Projector, Role::Relay, Role::Reminders];
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -4,7 +4,9 @@
 use enrollstream_api::ApiConfig;
 use enrollstream_domain::routing::RoutingRules;
 use enrollstream_kafka::KafkaConfig;
+use enrollstream_mail::MailConfig;
 use enrollstream_ports::TopicNames;
+use enrollstream_runners::reminders::ReminderConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,12 @@ pub struct Config {
     pub projector: ProjectorConfig,
     pub relay: RelayConfig,
     pub log: LogConfig,
+    /// Broker signature reminders: interval, attempts, lease, tick.
+    pub reminders: ReminderConfig,
+    /// How reminder emails leave: a directory of .eml files (default) or SMTP. Not printed: it
+    /// may hold the SMTP password.
+    #[serde(skip_serializing)]
+    pub mail: MailConfig,
     /// Set to run on Kafka instead of the embedded bus. Not printed: it may hold credentials.
     #[serde(skip_serializing)]
     pub kafka: Option<KafkaConfig>,
@@ -116,6 +124,8 @@ impl Default for Config {
             projector: ProjectorConfig::default(),
             relay: RelayConfig::default(),
             log: LogConfig::default(),
+            reminders: ReminderConfig::default(),
+            mail: MailConfig::default(),
             kafka: None,
             mongodb: None,
         }

@@ -39,6 +39,21 @@ async fn broker_application_flow_end_to_end() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "AWAITING_SIGNATURE");
+    // The reminders role keeps its own state from the same events (its own consumer group).
+    let reminder = support::eventually(
+        "a reminder for the broker submission",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) = app.get_json(&format!("/v1/applications/{app_id}")).await;
+            (body["reminder"]["status"] == "AWAITING_SIGNATURE").then(|| body["reminder"].clone())
+        },
+    )
+    .await;
+    assert_eq!(reminder["attempts"], 0);
+    assert!(
+        reminder["next_due_at"].is_string(),
+        "the first reminder is scheduled: {reminder}"
+    );
 
     let r = app
         .post(
@@ -57,6 +72,15 @@ async fn broker_application_flow_end_to_end() {
     assert_eq!(body["application_id"], app_id);
     assert_eq!(body["status"], "SIGNED");
     assert_eq!(body["version"], 3);
+    support::eventually(
+        "the signature to stop the reminders",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) = app.get_json(&format!("/v1/applications/{app_id}")).await;
+            (body["reminder"]["status"] == "SIGNED").then_some(())
+        },
+    )
+    .await;
 
     let (status, log) = app
         .get_json(&format!("/v1/applications/{app_id}/events"))

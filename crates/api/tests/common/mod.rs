@@ -68,6 +68,7 @@ impl App {
             health: health.clone(),
             metrics,
             config: Arc::new(config.clone()),
+            reminders: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
