@@ -176,7 +176,7 @@ async fn rejected_and_undecodable_messages_go_straight_to_the_dlq() {
     odd.key = "X-2".into();
     bed.publish_raw(ENROLLMENT, vec![garbage, odd]).await;
 
-    let (fake, target) = logic_apps("sig").await;
+    let (fake, target) = patient_logic_apps("sig").await;
     let rejected = of_key(&outbox, "A-0")[1];
     fake.inject(FaultRule::always_for(
         &rejected.id,
@@ -207,11 +207,12 @@ async fn rejected_and_undecodable_messages_go_straight_to_the_dlq() {
     })
     .await;
     assert_applied_once(&fake, &expected);
-    assert_eq!(
-        fake.request_count(),
-        expected.len() + 1,
-        "a rejection is not retried"
-    );
+    let calls = fake
+        .requests()
+        .iter()
+        .filter(|r| r.body_text().contains(&rejected.id))
+        .count();
+    assert_eq!(calls, 1, "a rejection is not retried");
     runner.stop().await;
 }
 
@@ -219,7 +220,7 @@ async fn rejected_and_undecodable_messages_go_straight_to_the_dlq() {
 async fn a_later_notification_waits_for_an_earlier_one_being_retried() {
     let bed = Bed::new(1);
     let outbox = bed.publish(&journeys(3), &RoutingRules::default()).await;
-    let (fake, target) = logic_apps("sig").await;
+    let (fake, target) = patient_logic_apps("sig").await;
     let a0 = of_key(&outbox, "A-0");
     fake.inject(FaultRule::next_for(&a0[0].id, 3, Fault::status(502)));
     let runner = bed.start(target, settings());

@@ -225,9 +225,23 @@ impl Runner {
 }
 
 pub async fn logic_apps(sig: &str) -> (Fake<LogicApps>, Arc<dyn Target>) {
+    logic_apps_with(sig, quick_http()).await
+}
+
+/// For tests that hold the clock still: a call must not time out on a busy machine, since its
+/// retry would wait for the clock.
+pub async fn patient_logic_apps(sig: &str) -> (Fake<LogicApps>, Arc<dyn Target>) {
+    let http = HttpSettings {
+        timeout: Duration::from_secs(60),
+        ..HttpSettings::default()
+    };
+    logic_apps_with(sig, http).await
+}
+
+async fn logic_apps_with(sig: &str, http: HttpSettings) -> (Fake<LogicApps>, Arc<dyn Target>) {
     let fake = Fake::logic_apps(sig, None).await;
     let mut config = LogicAppsConfig::new(fake.trigger_url());
-    config.http = quick_http();
+    config.http = http;
     let target = LogicAppsTarget::new(&config, Arc::new(enrollstream_ports::SystemClock))
         .expect("logic apps target");
     (fake, Arc::new(target))
