@@ -46,7 +46,7 @@ fn delivery(event: &CloudEvent) -> Delivery {
 
 fn quick() -> HttpSettings {
     HttpSettings {
-        timeout: Duration::from_millis(500),
+        timeout: Duration::from_millis(1500),
         ..HttpSettings::default()
     }
 }
@@ -140,7 +140,7 @@ async fn logic_apps_failures_follow_the_error_policy() {
     assert_eq!(fake.applied_count(), 0);
 
     // Slow: the workflow ran, the answer came too late. The retry is recognised.
-    fake.inject(FaultRule::next(1, Fault::Delay(Duration::from_secs(3))));
+    fake.inject(FaultRule::next(1, Fault::Delay(Duration::from_secs(5))));
     let e = target.deliver(&delivery(n)).await.unwrap_err();
     assert!(e.error().contains("timed out"), "{e:?}");
     assert_eq!(fake.applied_count(), 1);
