@@ -1,0 +1,96 @@
+//! What only the Kafka bus promises beyond the contract: topics are created once and then left
+//! alone, and `check` tells a broker that answers from one that does not.
+
+use enrollstream_kafka::{KafkaBus, KafkaConfig};
+use enrollstream_ports::{BusError, EventBus, TopicNames, TopicSpec};
+use enrollstream_testkit::testbed::{free_port, Kafka};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+fn bus(brokers: String) -> KafkaBus {
+    let config = KafkaConfig {
+        brokers,
+        request_timeout_ms: 2_000,
+        ..KafkaConfig::default()
+    };
+    KafkaBus::new(config).unwrap_or_else(|e| panic!("kafka bus: {e}"))
+}
+
+/// Partition count per topic, as the broker reports it to a plain client.
+fn partitions(topics: &[String]) -> Vec<usize> {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", Kafka::shared().bootstrap())
+        .create()
+        .expect("plain client");
+    topics
+        .iter()
+        .map(|t| {
+            let metadata = client
+                .fetch_metadata(Some(t), Duration::from_secs(10))
+                .expect("metadata");
+            metadata.topics()[0].partitions().len()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_once_and_then_left_alone() {
+    let bus = bus(Kafka::shared().bootstrap());
+    let name = format!("provisioning-{}", uuid::Uuid::new_v4().simple());
+    let spec = |partitions| TopicSpec {
+        name: name.clone(),
+        partitions,
+        replication: 1,
+    };
+    bus.ensure_topics(&[spec(2)]).await.expect("create");
+    bus.ensure_topics(&[spec(2)])
+        .await
+        .expect("an existing topic is success");
+    bus.ensure_topics(&[spec(5)])
+        .await
+        .expect("an existing topic with other settings is success");
+    assert_eq!(
+        partitions(std::slice::from_ref(&name)),
+        vec![2],
+        "the existing topic kept its partitions"
+    );
+
+    let names = TopicNames {
+        enrollment_events: format!("{name}-enrollment-events"),
+        quote_events: format!("{name}-quote-events"),
+        ..TopicNames::default()
+    };
+    let specs: Vec<TopicSpec> = bus
+        .topic_specs(&names)
+        .into_iter()
+        .filter(|s| s.name.starts_with(&name))
+        .collect();
+    assert_eq!(
+        specs.len(),
+        4,
+        "two topics and their dead-letter topics: {specs:?}"
+    );
+    bus.ensure_topics(&specs)
+        .await
+        .expect("create the system's topics");
+    let created: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(
+        partitions(&created),
+        vec![3; 4],
+        "the configured default of 3 partitions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_tells_an_answering_broker_from_a_silent_one() {
+    let up = bus(Kafka::shared().bootstrap());
+    up.check().await.expect("the broker answers");
+    assert_eq!(up.name(), "kafka");
+
+    let down = bus(format!("127.0.0.1:{}", free_port()));
+    match down.check().await {
+        Err(BusError::Unavailable(reason)) => assert!(!reason.is_empty()),
+        other => panic!("a port nobody listens on: {other:?}"),
+    }
+}
