@@ -207,7 +207,10 @@ impl Runner {
             let room = settings
                 .max_in_flight
                 .saturating_sub(self.watermarks.unfinished());
-            if room == 0 || self.ctx.guard.is_paused() {
+            // While paused, nothing new is taken, except when no lane is left to probe (its
+            // partition moved away): then a message is needed to try the credentials again.
+            let paused = self.ctx.guard.is_paused() && !self.tasks.is_empty();
+            if room == 0 || paused {
                 self.idle(shutdown).await;
                 continue;
             }

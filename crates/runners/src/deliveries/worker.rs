@@ -95,7 +95,11 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
                 return;
             }
             Err(DeliveryError::Permanent { status, error }) => {
-                admission.answered();
+                // Only an answer says something about the target; a message refused before any
+                // call (not decodable as what the target needs) leaves its state as it was.
+                if status.is_some() {
+                    admission.answered();
+                }
                 let why = DeadLetter::new("rejected", &error);
                 dead_letter(ctx, message, why, status, delivery.attempt).await;
                 return;
