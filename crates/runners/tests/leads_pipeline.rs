@@ -11,9 +11,8 @@ use enrollstream_domain::notification::OutboxMessage;
 use enrollstream_domain::routing::{RoutingRules, LEAD_MANAGEMENT};
 use enrollstream_ports::{HealthRegistry, InboundMessage};
 use enrollstream_runners::consumer::BatchHandler;
-use enrollstream_runners::deliveries;
 use enrollstream_runners::leads::{
-    integration_settings, lead_message_id, run_producer, LeadProducer, LeadProducerSettings, LEAD,
+    lead_message_id, run_integration, run_producer, LeadProducer, LeadProducerSettings, LEAD,
 };
 use enrollstream_targets::{LeadManagementConfig, LeadManagementTarget, Secret};
 use enrollstream_testkit::targets::fixtures::{application_journey, quote_journey};
@@ -67,10 +66,11 @@ impl Leads {
                 bed.health.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(deliveries::run(
+            tokio::spawn(run_integration(
                 bed.dyn_bus(),
                 Arc::new(target),
-                integration_settings(),
+                settings(),
+                LEADS,
                 Arc::new(bed.clock.clone()),
                 bed.health.clone(),
                 shutdown.clone(),
@@ -208,10 +208,11 @@ async fn a_redelivered_batch_yields_the_same_leads_and_the_api_applies_them_once
     let target =
         LeadManagementTarget::new(&config, Arc::new(enrollstream_ports::SystemClock)).unwrap();
     let shutdown = CancellationToken::new();
-    let service = tokio::spawn(deliveries::run(
+    let service = tokio::spawn(run_integration(
         bed.dyn_bus(),
         Arc::new(target),
-        integration_settings(),
+        settings(),
+        LEADS,
         Arc::new(bed.clock.clone()),
         HealthRegistry::default(),
         shutdown.clone(),

@@ -14,17 +14,60 @@ mod producer;
 pub use message::{lead_event, lead_id, lead_message_id, LEAD, LEAD_SOURCE};
 pub use producer::{run_producer, LeadProducer, LeadProducerSettings, GROUP as PRODUCER_GROUP};
 
-use crate::deliveries::DeliverySettings;
+use enrollstream_ports::target::Target;
+use enrollstream_ports::{Clock, EventBus, HealthRegistry};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use crate::deliveries::{self, DeliverySettings};
 
 pub const INTEGRATION_GROUP: &str = "lead-integration-service";
 
-/// Delivery settings of the lead integration service; tune the rest (retry, breaker,
-/// concurrency) like any target's.
-pub fn integration_settings() -> DeliverySettings {
-    DeliverySettings {
-        group: Some(INTEGRATION_GROUP.to_string()),
-        topics: vec!["lead-integration-events".to_string()],
-        event_types: vec![LEAD.to_string()],
-        ..DeliverySettings::default()
+/// The runner settings of the lead integration service: `settings` tune it like any target
+/// (concurrency, retry, breaker, pause); what it reads is fixed: lead messages on `topic`, in
+/// group `lead-integration-service` unless another is given.
+pub fn integration_settings(mut settings: DeliverySettings, topic: &str) -> DeliverySettings {
+    settings
+        .group
+        .get_or_insert_with(|| INTEGRATION_GROUP.to_string());
+    settings.topics = vec![topic.to_string()];
+    settings.event_types = vec![LEAD.to_string()];
+    settings
+}
+
+/// Run the lead integration service until `shutdown`: lead messages on `topic` delivered to
+/// `target` (the Lead Management API).
+pub async fn run_integration(
+    bus: Arc<dyn EventBus>,
+    target: Arc<dyn Target>,
+    settings: DeliverySettings,
+    topic: &str,
+    clock: Arc<dyn Clock>,
+    health: HealthRegistry,
+    shutdown: CancellationToken,
+) {
+    let settings = integration_settings(settings, topic);
+    deliveries::run(bus, target, settings, clock, health, shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_integration_service_reads_lead_messages_in_its_own_group() {
+        let s = integration_settings(DeliverySettings::default(), "leads-topic");
+        assert_eq!(s.group_for("lead_management"), INTEGRATION_GROUP);
+        assert_eq!(s.topics, vec!["leads-topic"]);
+        assert_eq!(s.event_types, vec![LEAD]);
+        assert_eq!(
+            s.dlq_topic("leads-topic", "lead_management"),
+            "leads-topic.lead-management.dlq"
+        );
+        let custom = DeliverySettings {
+            group: Some("other".into()),
+            ..DeliverySettings::default()
+        };
+        assert_eq!(integration_settings(custom, "t").group_for("x"), "other");
     }
 }
