@@ -23,6 +23,8 @@ mod db;
 mod error;
 mod idempotency;
 mod outbox;
+pub mod reminders;
 mod store;
 
+pub use reminders::MongoReminderStore;
 pub use store::{MongoSettings, MongoStore};

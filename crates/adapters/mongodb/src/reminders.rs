@@ -1,0 +1,271 @@
+//! `MongoReminderStore`: the reminder store port on MongoDB, collection `reminders`.
+//!
+//! One document per application (`_id` = application id): the domain state ([`Reminder`]
+//! under `state`, with the applied event ids that make a redelivery a no-op), its status, its
+//! due time, the lease and a `version`. No multi-document transactions: every method is one
+//! atomic single-document write, fenced on `version` and retried from the read when it lost a
+//! race (see `writes`). The document's shape, and why times are epoch milliseconds, is in
+//! `record`.
+//!
+//! Its own collection, beside the read model's: rebuilding the read model empties `event_log`
+//! and `entities` and leaves reminder state alone.
+
+mod record;
+mod writes;
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use enrollstream_domain::events::ApplicationEvent;
+use enrollstream_domain::reminder::{Reminder, ReminderPolicy};
+use enrollstream_ports::reminders::{ClaimedReminder, EventOutcome, Fenced, ReminderStore};
+use enrollstream_ports::StoreError;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use mongodb::options::{ClientOptions, CollectionOptions, IndexOptions, ReadConcern};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+use crate::codec::Fields;
+use crate::db::write_concern;
+use crate::error::classify;
+use crate::MongoSettings;
+use record::{millis_down, time, LEASE_UNTIL, NEXT_DUE};
+
+pub const COLLECTION: &str = "reminders";
+
+pub struct MongoReminderStore {
+    database: Database,
+    reminders: Collection<Document>,
+    settings: MongoSettings,
+}
+
+impl MongoReminderStore {
+    /// Connects with the default settings and creates the indexes (idempotent).
+    pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
+        Self::connect_with(uri, database, MongoSettings::default()).await
+    }
+
+    /// The same connection settings as [`crate::MongoStore::connect_with`];
+    /// `idempotency_ttl` and `outbox_poll_interval` do not concern reminders.
+    pub async fn connect_with(
+        uri: &str,
+        database: &str,
+        settings: MongoSettings,
+    ) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
+        options
+            .server_selection_timeout
+            .get_or_insert(settings.server_selection_timeout);
+        options
+            .connect_timeout
+            .get_or_insert(settings.connect_timeout);
+        options
+            .app_name
+            .get_or_insert_with(|| "enrollstream".to_string());
+        let database = Client::with_options(options)
+            .map_err(classify)?
+            .database(database);
+        let collection_options = CollectionOptions::builder()
+            // A recorded attempt survives a failover: it is never sent twice for that reason.
+            .write_concern(write_concern())
+            .read_concern(ReadConcern::majority())
+            .build();
+        let store = Self {
+            reminders: database.collection_with_options(COLLECTION, collection_options),
+            database,
+            settings,
+        };
+        store.bounded(store.ensure_indexes()).await?;
+        Ok(store)
+    }
+
+    /// `due` serves the claims (due time, then the lease, both range-filtered), the backlog
+    /// count and the earliest unleased due time; `leased` finds the leases for `next_wake`.
+    async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let index = |keys: Document, name: &str| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().name(name.to_string()).build())
+                .build()
+        };
+        self.reminders
+            .create_index(index(doc! { NEXT_DUE: 1, LEASE_UNTIL: 1 }, "due"))
+            .await
+            .map_err(classify)?;
+        self.reminders
+            .create_index(index(doc! { LEASE_UNTIL: 1 }, "leased"))
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.settings.operation_timeout;
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "MongoDB did not answer within {limit:?}"
+            )))
+        })
+    }
+
+    /// The earliest claimable time: the earliest due time without a lease, or, for a leased
+    /// reminder, the later of its due time and its lease's end. Leases are few (claims in
+    /// flight and releases waiting to be retried), so they are read whole.
+    async fn earliest_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let unleased = self
+            .reminders
+            .find_one(doc! { NEXT_DUE: { "$exists": true }, LEASE_UNTIL: { "$exists": false } })
+            .sort(doc! { NEXT_DUE: 1 })
+            .projection(doc! { NEXT_DUE: 1 })
+            .await
+            .map_err(classify)?;
+        let mut wake = match &unleased {
+            Some(d) => Some(Fields::new(d, "reminder").i64(NEXT_DUE)?),
+            None => None,
+        };
+        let leased: Vec<Document> = self
+            .reminders
+            .find(doc! { NEXT_DUE: { "$exists": true }, LEASE_UNTIL: { "$exists": true } })
+            .projection(doc! { NEXT_DUE: 1, LEASE_UNTIL: 1 })
+            .await
+            .map_err(classify)?
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        for d in &leased {
+            let f = Fields::new(d, "reminder");
+            let at = f.i64(NEXT_DUE)?.max(f.i64(LEASE_UNTIL)?);
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+        wake.map(time).transpose()
+    }
+}
+
+#[async_trait]
+impl ReminderStore for MongoReminderStore {
+    async fn apply_event(
+        &self,
+        event_id: &str,
+        event: &ApplicationEvent,
+        at: DateTime<Utc>,
+        policy: &ReminderPolicy,
+    ) -> Result<EventOutcome, StoreError> {
+        if !Reminder::concerns(event) {
+            return Ok(EventOutcome::Ignored);
+        }
+        self.bounded(writes::apply_event(
+            &self.reminders,
+            event_id,
+            event,
+            at,
+            policy,
+        ))
+        .await
+    }
+
+    async fn get(&self, application_id: &str) -> Result<Option<Reminder>, StoreError> {
+        self.bounded(async {
+            Ok(writes::load(&self.reminders, application_id)
+                .await?
+                .map(|r| r.reminder))
+        })
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<ClaimedReminder>, StoreError> {
+        self.bounded(writes::claim_due(
+            &self.reminders,
+            now,
+            lease_until,
+            owner,
+            limit,
+        ))
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        claim: &ClaimedReminder,
+        attempt: u32,
+        at: DateTime<Utc>,
+        refused: Option<&str>,
+        policy: &ReminderPolicy,
+    ) -> Result<Fenced, StoreError> {
+        self.bounded(writes::finish_claim(&self.reminders, claim, None, |r| {
+            r.record_attempt(attempt, at, refused, policy)
+        }))
+        .await
+    }
+
+    async fn release(
+        &self,
+        claim: &ClaimedReminder,
+        retry_at: DateTime<Utc>,
+        failure: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Fenced, StoreError> {
+        self.bounded(writes::finish_claim(
+            &self.reminders,
+            claim,
+            Some(retry_at),
+            |r| {
+                Ok(match failure {
+                    Some(error) => r.record_failure(at, error),
+                    None => r.clone(),
+                })
+            },
+        ))
+        .await
+    }
+
+    async fn mark_exhausted(
+        &self,
+        claim: &ClaimedReminder,
+        at: DateTime<Utc>,
+        policy: &ReminderPolicy,
+    ) -> Result<Fenced, StoreError> {
+        self.bounded(writes::finish_claim(&self.reminders, claim, None, |r| {
+            r.mark_exhausted(at, policy)
+        }))
+        .await
+    }
+
+    async fn due_backlog(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.bounded(async {
+            self.reminders
+                .count_documents(doc! { NEXT_DUE: { "$lte": millis_down(now) } })
+                .await
+                .map_err(classify)
+        })
+        .await
+    }
+
+    async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.bounded(self.earliest_wake()).await
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let limit = self.settings.check_timeout;
+        match tokio::time::timeout(limit, self.database.run_command(doc! { "ping": 1 })).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(classify(e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "MongoDB did not answer a ping within {limit:?}"
+            ))),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "mongodb"
+    }
+}
