@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::config::KafkaConfig;
-use crate::errors::classify;
+use crate::errors::{self, classify};
 use crate::membership::{Membership, Partition};
 
 type SharedConsumer = Arc<BaseConsumer<Membership>>;
@@ -107,8 +107,15 @@ fn collect(consumer: &BaseConsumer<Membership>, max: usize, max_wait: Duration) 
                     return Err(bus_error);
                 }
                 // Consumer errors are reports: librdkafka reconnects and refetches by itself.
+                // Only those that mean "nothing can come" are worth an error for the caller
+                // (and its readiness), and only if nothing came.
                 tracing::warn!(%error, "consumer error");
-                last_error = Some(bus_error);
+                if error
+                    .rdkafka_error_code()
+                    .is_some_and(errors::means_unavailable)
+                {
+                    last_error = Some(bus_error);
+                }
             }
             None if waiting && Instant::now() < deadline => {}
             None => break,

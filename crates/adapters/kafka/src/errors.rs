@@ -35,6 +35,16 @@ pub(crate) fn is_fenced(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Consumer reports meaning no message can arrive for now: no broker answers, or a subscribed
+/// topic does not exist.
+pub(crate) fn means_unavailable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        AllBrokersDown | UnknownTopicOrPartition | UnknownTopic
+    )
+}
+
 /// Configuration, authorisation or message errors that no retry can fix.
 fn is_fatal(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode::*;
