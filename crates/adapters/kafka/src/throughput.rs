@@ -81,10 +81,10 @@ pub async fn produce(
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    let oldest = pending
-                        .pop_front()
-                        .expect("a full queue holds our messages");
-                    acknowledged(oldest.await)?;
+                    match pending.pop_front() {
+                        Some(oldest) => acknowledged(oldest.await)?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
                 }
                 Err((e, _)) => return Err(classify(&e)),
             }
