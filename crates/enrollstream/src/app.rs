@@ -10,6 +10,7 @@ use enrollstream_runners::dead_letter;
 use enrollstream_runners::projector::{self, Projector};
 use enrollstream_runners::relay::Relay;
 use enrollstream_runners::reminders;
+use enrollstream_runners::{deliveries, leads};
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,20 +37,18 @@ pub async fn open_adapters(config: &Config) -> anyhow::Result<Adapters> {
     };
     let store: Arc<dyn Store> = match &config.mongodb {
         Some(m) => {
-            let settings = enrollstream_mongodb::MongoSettings {
-                server_selection_timeout: Duration::from_millis(m.server_selection_timeout_ms),
-                operation_timeout: Duration::from_millis(m.operation_timeout_ms),
-                ..Default::default()
-            };
-            let store =
-                enrollstream_mongodb::MongoStore::connect_with(&m.uri, &m.database, settings)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot connect to MongoDB at {}",
-                            crate::config::redact_uri(&m.uri)
-                        )
-                    })?;
+            let store = enrollstream_mongodb::MongoStore::connect_with(
+                &m.uri,
+                &m.database,
+                mongo_settings(m),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to MongoDB at {}",
+                    crate::config::redact_uri(&m.uri)
+                )
+            })?;
             Arc::new(store)
         }
         None => Arc::new(
@@ -84,13 +83,99 @@ pub async fn open_adapters(config: &Config) -> anyhow::Result<Adapters> {
     })
 }
 
+/// One delivery runner per configured target; a target without configuration is simply not
+/// delivered to (its notifications wait on the topic, so configuring it later catches up).
+fn spawn_deliveries(
+    config: &Config,
+    roles: &[Role],
+    bus: &Arc<dyn EventBus>,
+    health: &HealthRegistry,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
+    let notification_topics = vec![
+        config.topics.enrollment_notifications.clone(),
+        config.topics.quote_notifications.clone(),
+    ];
+    let prepare = |mut d: deliveries::DeliverySettings| {
+        d.topics = notification_topics.clone();
+        d.dlq_suffix = config.topics.dlq_suffix.clone();
+        d.dlq_partitions = config.partitions;
+        d.dlq_replication = config.replication;
+        d
+    };
+    let mut run_target = |target: Arc<dyn enrollstream_ports::target::Target>,
+                          settings: deliveries::DeliverySettings| {
+        tasks.spawn(deliveries::run(
+            bus.clone(),
+            target,
+            settings,
+            clock.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
+    };
+    if roles.contains(&Role::Deliveries) {
+        let d = &config.deliveries;
+        if let Some(s) = &d.logic_apps {
+            let target = enrollstream_targets::LogicAppsTarget::new(&s.target, clock.clone())
+                .map_err(|e| anyhow::anyhow!("logic_apps: {e}"))?;
+            run_target(Arc::new(target), prepare(s.delivery.clone()));
+        }
+        if let Some(s) = &d.salesforce {
+            let target = enrollstream_targets::SalesforceTarget::new(&s.target, clock.clone())
+                .map_err(|e| anyhow::anyhow!("salesforce: {e}"))?;
+            run_target(Arc::new(target), prepare(s.delivery.clone()));
+        }
+        if d.logic_apps.is_none() && d.salesforce.is_none() {
+            tracing::info!("no delivery target configured ([deliveries.logic_apps], [deliveries.salesforce]): nothing to deliver");
+        }
+    }
+    if roles.contains(&Role::Leads) {
+        match &config.deliveries.lead_management {
+            Some(s) => {
+                let mut producer = s.producer.clone();
+                producer.topics = notification_topics.clone();
+                producer.output_topic = config.topics.lead_integration_events.clone();
+                tasks.spawn(leads::run_producer(bus.clone(), producer, health.clone(), shutdown.clone()));
+                let target = enrollstream_targets::LeadManagementTarget::new(&s.target, clock.clone()).map_err(|e| anyhow::anyhow!("lead_management: {e}"))?;
+                let mut delivery = s.delivery.clone();
+                delivery.dlq_suffix = config.topics.dlq_suffix.clone();
+                delivery.dlq_partitions = config.partitions;
+                delivery.dlq_replication = config.replication;
+                let topic = config.topics.lead_integration_events.clone();
+                let (bus, clock, health, shutdown) = (bus.clone(), clock.clone(), health.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    leads::run_integration(bus, Arc::new(target), delivery, &topic, clock, health, shutdown).await;
+                });
+            }
+            None => tracing::info!("Lead Management is not configured ([deliveries.lead_management]): no lead integration"),
+        }
+    }
+    Ok(())
+}
+
 /// Where reminder state lives: beside the read model, in the same engine.
 async fn open_reminders(
     config: &Config,
-) -> anyhow::Result<Option<Arc<dyn enrollstream_ports::reminders::ReminderStore>>> {
-    match &config.mongodb {
-        Some(_) => Ok(None),
-        None => Ok(Some(Arc::new(
+) -> anyhow::Result<Arc<dyn enrollstream_ports::reminders::ReminderStore>> {
+    Ok(match &config.mongodb {
+        Some(m) => Arc::new(
+            enrollstream_mongodb::MongoReminderStore::connect_with(
+                &m.uri,
+                &m.database,
+                mongo_settings(m),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect the reminder store to MongoDB at {}",
+                    crate::config::redact_uri(&m.uri)
+                )
+            })?,
+        ),
+        None => Arc::new(
             enrollstream_sqlite::reminders::SqliteReminderStore::open(&config.data_dir)
                 .with_context(|| {
                     format!(
@@ -98,7 +183,15 @@ async fn open_reminders(
                         config.data_dir.display()
                     )
                 })?,
-        ))),
+        ),
+    })
+}
+
+fn mongo_settings(m: &crate::config::MongoConfig) -> enrollstream_mongodb::MongoSettings {
+    enrollstream_mongodb::MongoSettings {
+        server_selection_timeout: Duration::from_millis(m.server_selection_timeout_ms),
+        operation_timeout: Duration::from_millis(m.operation_timeout_ms),
+        ..Default::default()
     }
 }
 
@@ -188,7 +281,8 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         tasks.spawn(relay.run());
     }
     let reminder_store = open_reminders(&config).await?;
-    if let (true, Some(reminder_db)) = (roles.contains(&Role::Reminders), &reminder_store) {
+    if roles.contains(&Role::Reminders) {
+        let reminder_db = &reminder_store;
         let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
         let mailer = config
             .mail
@@ -221,13 +315,9 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             health.clone(),
             shutdown.clone(),
         ));
-    } else if roles.contains(&Role::Reminders) {
-        tracing::error!("the reminders role needs reminder state in the configured store, which this build lacks for MongoDB: reminders are OFF");
-        health.set(
-            "reminders",
-            false,
-            "no reminder store for MongoDB in this build",
-        );
+    }
+    if roles.contains(&Role::Deliveries) || roles.contains(&Role::Leads) {
+        spawn_deliveries(&config, roles, bus, &health, &shutdown, &mut tasks)?;
     }
     if roles.contains(&Role::Api) {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -241,7 +331,7 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             health: health.clone(),
             metrics: Arc::new(move || metrics.render()),
             config: Arc::new(config.api.clone()),
-            reminders: reminder_store.clone(),
+            reminders: Some(reminder_store.clone()),
         };
         let app = router(state);
         let stop = shutdown.clone();

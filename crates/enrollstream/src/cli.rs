@@ -87,10 +87,22 @@ pub enum Role {
     /// Broker signature reminders: reminder state from events (group `broker-email-service`)
     /// and the scheduler that sends due reminders.
     Reminders,
+    /// Deliveries to Logic Apps and Salesforce, one consumer group per configured target.
+    Deliveries,
+    /// The lead producer (group `lead-producer-service`) and the lead integration service
+    /// (group `lead-integration-service`), when Lead Management is configured.
+    Leads,
 }
 
 impl Role {
-    pub const ALL: &'static [Role] = &[Role::Api, Role::Projector, Role::Relay, Role::Reminders];
+    pub const ALL: &'static [Role] = &[
+        Role::Api,
+        Role::Projector,
+        Role::Relay,
+        Role::Reminders,
+        Role::Deliveries,
+        Role::Leads,
+    ];
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -6,7 +6,10 @@ use enrollstream_domain::routing::RoutingRules;
 use enrollstream_kafka::KafkaConfig;
 use enrollstream_mail::MailConfig;
 use enrollstream_ports::TopicNames;
+use enrollstream_runners::deliveries::DeliverySettings;
+use enrollstream_runners::leads::LeadProducerSettings;
 use enrollstream_runners::reminders::ReminderConfig;
+use enrollstream_targets::{LeadManagementConfig, LogicAppsConfig, SalesforceConfig};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -35,12 +38,46 @@ pub struct Config {
     /// may hold the SMTP password.
     #[serde(skip_serializing)]
     pub mail: MailConfig,
+    /// Downstream targets; a target without a section is not delivered to. Not printed: the
+    /// sections hold credentials and signed URLs.
+    #[serde(skip_serializing)]
+    pub deliveries: DeliveriesConfig,
     /// Set to run on Kafka instead of the embedded bus. Not printed: it may hold credentials.
     #[serde(skip_serializing)]
     pub kafka: Option<KafkaConfig>,
     /// Set to keep state in MongoDB instead of SQLite. Not printed: the URI may hold credentials.
     #[serde(skip_serializing)]
     pub mongodb: Option<MongoConfig>,
+}
+
+/// One section per downstream target (`[deliveries.logic_apps.target]`,
+/// `[deliveries.logic_apps.delivery]`, …); see docs/integrations.md.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveriesConfig {
+    pub logic_apps: Option<TargetSection<LogicAppsConfig>>,
+    pub salesforce: Option<TargetSection<SalesforceConfig>>,
+    pub lead_management: Option<LeadsSection>,
+}
+
+/// The target's own settings (endpoint, auth) and how its deliveries run (concurrency, retries,
+/// breaker); nested because the target configs refuse unknown fields.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection<T> {
+    pub target: T,
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeadsSection {
+    #[serde(default)]
+    pub producer: LeadProducerSettings,
+    pub target: LeadManagementConfig,
+    #[serde(default)]
+    pub delivery: DeliverySettings,
 }
 
 #[derive(Clone, Deserialize)]
@@ -126,6 +163,7 @@ impl Default for Config {
             log: LogConfig::default(),
             reminders: ReminderConfig::default(),
             mail: MailConfig::default(),
+            deliveries: DeliveriesConfig::default(),
             kafka: None,
             mongodb: None,
         }
