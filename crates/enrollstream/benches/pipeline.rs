@@ -8,7 +8,10 @@
 //!    `?after=EVENT_ID`, which the store answers as soon as the event is applied).
 //!
 //! `cargo bench -p enrollstream --bench pipeline` (env: BENCH_EVENTS, BENCH_CONCURRENCY,
-//! BENCH_RATE, BENCH_SECONDS). Results go to stdout; docs/benchmarks.md records them.
+//! BENCH_RATE, BENCH_SECONDS). With `BENCH_KAFKA=1` the same runs go through a fresh
+//! Kafka-protocol broker (tansu, from the test bed) with the SQLite store, after the broker's raw
+//! rdkafka produce and consume rates on the same topic layout, so each figure reads as a ratio of
+//! the raw rate. Results go to stdout; docs/benchmarks.md records them.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -35,11 +38,16 @@ impl Drop for App {
     }
 }
 
-fn start() -> App {
+fn start(kafka: Option<&str>) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enrollstream"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_enrollstream"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+        .arg(dir.path());
+    if let Some(brokers) = kafka {
+        command.args(["--kafka-brokers", brokers]);
+    }
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -86,10 +94,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn throughput(client: &reqwest::Client) {
+async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
     let n = env_or("BENCH_EVENTS", 20_000);
     let concurrency = env_or("BENCH_CONCURRENCY", 64);
-    let app = start();
+    let app = start(kafka);
     let url = Arc::new(app.url.clone());
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -129,10 +137,10 @@ async fn throughput(client: &reqwest::Client) {
     );
 }
 
-async fn latency(client: &reqwest::Client) {
+async fn latency(client: &reqwest::Client, kafka: Option<&str>) {
     let rate = env_or("BENCH_RATE", 1_000);
     let seconds = env_or("BENCH_SECONDS", 10);
-    let app = start();
+    let app = start(kafka);
     let url = Arc::new(app.url.clone());
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -197,7 +205,52 @@ fn main() {
             .pool_max_idle_per_host(256)
             .build()
             .unwrap();
-        throughput(&client).await;
-        latency(&client).await;
+        if std::env::var("BENCH_KAFKA").is_ok_and(|v| v == "1") {
+            let broker = enrollstream_testkit::testbed::Kafka::start()
+                .expect("tansu starts (bash scripts/testbed/install.sh)");
+            let raw = enrollstream_testkit::testbed::Kafka::start().expect("a second tansu starts");
+            raw_rates(&raw.bootstrap()).await;
+            drop(raw);
+            println!("pipeline on Kafka with the SQLite store:");
+            throughput(&client, Some(&broker.bootstrap())).await;
+            latency(&client, Some(&broker.bootstrap())).await;
+        } else {
+            println!("pipeline on the embedded bus and store:");
+            throughput(&client, None).await;
+            latency(&client, None).await;
+        }
     });
+}
+
+/// The broker's raw rates with rdkafka on the pipeline's topic layout (3 partitions), with
+/// messages the size of a quote event.
+async fn raw_rates(bootstrap: &str) {
+    use enrollstream_ports::{EventBus, TopicSpec};
+    let n = env_or("BENCH_EVENTS", 20_000) as usize;
+    let config = enrollstream_kafka::KafkaConfig {
+        brokers: bootstrap.to_string(),
+        ..Default::default()
+    };
+    let bus = enrollstream_kafka::KafkaBus::new(config.clone()).expect("kafka bus");
+    bus.ensure_topics(&[TopicSpec {
+        name: "raw-bench".into(),
+        partitions: 3,
+        replication: 1,
+    }])
+    .await
+    .expect("topic");
+    let produced = enrollstream_kafka::throughput::produce(&config, "raw-bench", n, 600)
+        .await
+        .expect("raw produce");
+    let consumed = tokio::task::spawn_blocking(move || {
+        enrollstream_kafka::throughput::consume(&config, "raw-bench", n, Duration::from_secs(120))
+    })
+    .await
+    .unwrap()
+    .expect("raw consume");
+    println!(
+        "raw rdkafka on this broker: produce {:.0} msgs/s, consume {:.0} msgs/s ({n} messages of 600 B)",
+        produced.per_second(),
+        consumed.per_second()
+    );
 }
