@@ -5,3 +5,5 @@
 pub mod bus;
 pub mod reminders;
 pub mod store;
+
+mod sqlite;

@@ -23,7 +23,7 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rows::Result;
+use crate::sqlite::{self, blocking, Result};
 
 pub const FILE_NAME: &str = "reminders.db";
 
@@ -40,15 +40,10 @@ struct Shared {
 impl SqliteReminderStore {
     /// Open (or create) `data_dir/reminders.db` and bring its schema up to date.
     pub fn open(data_dir: &Path) -> std::result::Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Fatal(format!(
-                "cannot create data directory {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        sqlite::create_data_dir(data_dir)?;
         let path = data_dir.join(FILE_NAME);
         let writer = schema::open_writer(&path)?;
-        let reader = schema::open_reader(&path)?;
+        let reader = sqlite::open_reader(&path)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 writer: Mutex::new(writer),
@@ -62,7 +57,7 @@ impl SqliteReminderStore {
         op: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> std::result::Result<T, StoreError> {
         let shared = self.shared.clone();
-        blocking(move || {
+        blocking("reminder store", move || {
             // A panic mid-transaction rolled it back while unwinding: the connection is usable.
             let mut conn = shared
                 .writer
@@ -78,7 +73,7 @@ impl SqliteReminderStore {
         op: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> std::result::Result<T, StoreError> {
         let shared = self.shared.clone();
-        blocking(move || {
+        blocking("reminder store", move || {
             let conn = shared
                 .reader
                 .lock()
@@ -87,15 +82,6 @@ impl SqliteReminderStore {
         })
         .await
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    op: impl FnOnce() -> Result<T> + Send + 'static,
-) -> std::result::Result<T, StoreError> {
-    tokio::task::spawn_blocking(op)
-        .await
-        .map_err(|e| StoreError::Fatal(format!("reminder store task failed: {e}")))?
-        .map_err(StoreError::from)
 }
 
 #[async_trait]
@@ -194,11 +180,7 @@ impl ReminderStore for SqliteReminderStore {
     }
 
     async fn check(&self) -> std::result::Result<(), StoreError> {
-        self.read(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))?;
-            Ok(())
-        })
-        .await
+        self.read(sqlite::check).await
     }
 
     fn name(&self) -> &'static str {

@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::sqlite::{self, blocking, time};
 use readers::Readers;
 use rows::{ChangeRow, IdempotencyRow};
 
@@ -61,12 +62,7 @@ impl SqliteStore {
     /// keys past their 24 h are purged here, and then every `PURGE_EVERY` reservations, so a
     /// process that runs for weeks keeps the table bounded without a timer of its own.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Fatal(format!(
-                "cannot create data directory {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        sqlite::create_data_dir(data_dir)?;
         let path = data_dir.join("store.db");
         let writer = schema::open_writer(&path)?;
         purge_expired_idempotency(&writer)?;
@@ -84,10 +80,10 @@ impl SqliteStore {
 
     async fn write<T: Send + 'static>(
         &self,
-        op: impl FnOnce(&Shared, &mut Connection) -> rows::Result<T> + Send + 'static,
+        op: impl FnOnce(&Shared, &mut Connection) -> sqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let shared = self.shared.clone();
-        blocking(move || {
+        blocking("store", move || {
             // A panic mid-transaction rolled it back while unwinding: the connection is usable.
             let mut conn = shared
                 .writer
@@ -100,26 +96,17 @@ impl SqliteStore {
 
     async fn read<T: Send + 'static>(
         &self,
-        op: impl FnOnce(&Connection) -> rows::Result<T> + Send + 'static,
+        op: impl FnOnce(&Connection) -> sqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let shared = self.shared.clone();
-        blocking(move || shared.readers.with(op)).await
+        blocking("store", move || shared.readers.with(op)).await
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    op: impl FnOnce() -> rows::Result<T> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(op)
-        .await
-        .map_err(|e| StoreError::Fatal(format!("store task failed: {e}")))?
-        .map_err(StoreError::from)
 }
 
 fn purge_expired_idempotency(conn: &Connection) -> Result<(), StoreError> {
     if let Some(newest) = write::newest_idempotency(conn)? {
-        let newest = rows::parse_time("created_at", &newest)?;
-        let purged = write::purge_idempotency(conn, &rows::time(newest - idempotency_ttl()))?;
+        let newest = sqlite::parse_time("created_at", &newest)?;
+        let purged = write::purge_idempotency(conn, &time(newest - idempotency_ttl()))?;
         tracing::debug!(purged, "expired idempotency keys purged");
     }
     Ok(())
@@ -158,9 +145,9 @@ impl Store for SqliteStore {
         let rows = changes
             .iter()
             .map(ChangeRow::encode)
-            .collect::<rows::Result<Vec<_>>>()?;
+            .collect::<sqlite::Result<Vec<_>>>()?;
         self.write(move |shared, conn| {
-            let applied = write::apply(conn, &rows, &rows::time(Utc::now()))?;
+            let applied = write::apply(conn, &rows, &time(Utc::now()))?;
             shared.signal(&applied);
             Ok(applied.outcomes)
         })
@@ -209,7 +196,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let ids = ids.to_vec();
-        self.write(move |_, conn| write::mark_published(conn, &ids, &rows::time(Utc::now())))
+        self.write(move |_, conn| write::mark_published(conn, &ids, &time(Utc::now())))
             .await
     }
 
@@ -228,7 +215,7 @@ impl Store for SqliteStore {
     ) -> Result<Reservation, StoreError> {
         let row = IdempotencyRow::encode(record)?;
         // Expiry is measured on the caller's clock (the record's time), never on the store's.
-        let expired_before = rows::time(record.created_at - idempotency_ttl());
+        let expired_before = time(record.created_at - idempotency_ttl());
         let purge = self.shared.reservations.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY
             == PURGE_EVERY - 1;
         self.write(move |_, conn| {
@@ -249,7 +236,7 @@ impl Store for SqliteStore {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        self.read(read::check).await
+        self.read(sqlite::check).await
     }
 
     fn name(&self) -> &'static str {

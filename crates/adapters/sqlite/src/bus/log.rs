@@ -6,6 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::sqlite::{self, Failure};
+
 pub(super) const FILE: &str = "bus.db";
 
 /// How long a connection waits for another one's lock (WAL recovery, a checkpoint) before the
@@ -41,22 +43,15 @@ pub(super) fn unavailable(context: &str, e: impl std::fmt::Display) -> BusError 
 }
 
 /// The connection of the single writer: WAL so that readers never wait for it, and
-/// `synchronous=FULL` so that a commit is on disk (the WAL fsync'ed) when it returns.
+/// `synchronous=FULL` so that a commit is on disk (the WAL fsync'ed) when it returns. Every
+/// SQLite error here is `Unavailable`; a file that refuses WAL is `Fatal`.
 pub(super) fn open_writer(path: &Path) -> Result<Connection, BusError> {
     let context = format!("cannot open bus log {}", path.display());
     let fail = |e: rusqlite::Error| unavailable(&context, e);
-    let conn = Connection::open(path).map_err(fail)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(fail)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(BusError::Fatal(format!(
-            "{context}: WAL refused, journal_mode is {mode}"
-        )));
-    }
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(fail)?;
+    let conn = sqlite::open_durable(path, BUSY_TIMEOUT).map_err(|f| match f {
+        Failure::Sql(e) => fail(e),
+        Failure::Corrupt(reason) => BusError::Fatal(format!("{context}: {reason}")),
+    })?;
     conn.execute_batch(SCHEMA).map_err(fail)?;
     Ok(conn)
 }

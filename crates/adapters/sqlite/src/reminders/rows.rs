@@ -1,63 +1,10 @@
-//! Rows of `reminders` and back, reads, and how SQLite failures become `StoreError`s.
+//! Rows of `reminders` and back, and the reads.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use enrollstream_domain::reminder::Reminder;
-use enrollstream_ports::StoreError;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
-#[derive(Debug)]
-pub(super) enum Failure {
-    Sql(rusqlite::Error),
-    /// A row that cannot be read back, or a value that cannot be written.
-    Corrupt(String),
-}
-
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
-        Failure::Sql(e)
-    }
-}
-
-impl From<Failure> for StoreError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Sql(e) if is_transient(&e) => StoreError::Unavailable(e.to_string()),
-            Failure::Sql(e) => StoreError::Fatal(e.to_string()),
-            Failure::Corrupt(reason) => StoreError::Fatal(reason),
-        }
-    }
-}
-
-/// Lock contention past the busy timeout and I/O trouble pass; the rest is a bug or a broken
-/// file.
-fn is_transient(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _) if matches!(
-            f.code,
-            ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::DiskFull
-                | ErrorCode::CannotOpen
-                | ErrorCode::OutOfMemory
-                | ErrorCode::FileLockingProtocolFailed
-        )
-    )
-}
-
-pub(super) type Result<T> = std::result::Result<T, Failure>;
-
-/// RFC 3339 with nanoseconds and `Z`: fixed width, so text order is time order.
-pub(super) fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
-
-pub(super) fn parse_time(column: &str, text: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| Failure::Corrupt(format!("reminders.{column} {text:?}: {e}")))
-}
+use crate::sqlite::{json, parse_json, parse_time, time, Result};
 
 /// One row: the domain state plus the lease the store keeps beside it.
 pub(super) struct Row {
@@ -66,13 +13,11 @@ pub(super) struct Row {
 }
 
 pub(super) fn decode(state: &str) -> Result<Reminder> {
-    serde_json::from_str(state)
-        .map_err(|e| Failure::Corrupt(format!("reminders.state is unreadable: {e}")))
+    parse_json("reminders.state", state)
 }
 
 pub(super) fn encode(reminder: &Reminder) -> Result<String> {
-    serde_json::to_string(reminder)
-        .map_err(|e| Failure::Corrupt(format!("reminder does not serialise: {e}")))
+    json("reminders.state", reminder)
 }
 
 pub(super) fn load(conn: &Connection, application_id: &str) -> Result<Option<Row>> {
@@ -109,5 +54,6 @@ pub(super) fn next_wake(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
         [],
         |r| r.get(0),
     )?;
-    wake.map(|t| parse_time("next_due_at", &t)).transpose()
+    wake.map(|t| parse_time("reminders.next_due_at", &t))
+        .transpose()
 }

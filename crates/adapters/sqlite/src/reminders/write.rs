@@ -4,13 +4,10 @@ use chrono::{DateTime, Utc};
 use enrollstream_domain::events::ApplicationEvent;
 use enrollstream_domain::reminder::{self, Applied, Reminder, ReminderPolicy, Stale};
 use enrollstream_ports::reminders::{ClaimedReminder, EventOutcome, Fenced};
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction};
 
-use super::rows::{self, decode, encode, time, Result};
-
-fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
-}
+use super::rows::{self, decode, encode};
+use crate::sqlite::{immediate, time, Result};
 
 /// Write the reminder's state and the columns derived from it; the lease is left alone.
 fn save(tx: &Transaction<'_>, reminder: &Reminder) -> Result<()> {

@@ -6,8 +6,9 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use std::collections::HashSet;
 
 use super::rows::{
-    int, EntityRow, EventRow, OutboxReadRow, Result, ENTITY_COLUMNS, EVENT_COLUMNS, OUTBOX_COLUMNS,
+    int, EntityRow, EventRow, OutboxReadRow, ENTITY_COLUMNS, EVENT_COLUMNS, OUTBOX_COLUMNS,
 };
+use crate::sqlite::Result;
 
 /// Ids per `IN (...)` query, well under SQLite's bound-parameter limit.
 const IDS_PER_QUERY: usize = 500;
@@ -72,9 +73,4 @@ pub(crate) fn outbox_backlog(conn: &Connection) -> Result<u64> {
     )?;
     // count(*) is never negative.
     Ok(n as u64)
-}
-
-pub(crate) fn check(conn: &Connection) -> Result<()> {
-    conn.query_row("SELECT 1", [], |_| Ok(()))?;
-    Ok(())
 }

@@ -8,8 +8,7 @@ use rusqlite::Connection;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::rows::Result;
-use super::schema::open_reader;
+use crate::sqlite::{open_reader, Result};
 
 /// Enough for the API, the relay and the readiness probe to read at once on a small machine;
 /// more readers at a time open extra connections that are closed after use.

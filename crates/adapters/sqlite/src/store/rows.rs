@@ -1,68 +1,38 @@
-//! How the store's values become SQLite columns and back, and how SQLite failures become
-//! `StoreError`s.
+//! How the store's values become SQLite columns and back.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use enrollstream_domain::notification::OutboxMessage;
 use enrollstream_domain::{CloudEvent, EntityKind};
 use enrollstream_ports::{
-    Change, EntityRecord, IdempotencyRecord, StoreError, StoredEvent, StoredOutboxMessage,
+    Change, EntityRecord, IdempotencyRecord, StoredEvent, StoredOutboxMessage,
 };
-use rusqlite::ErrorCode;
 
-/// A failure inside the store, before it is classified for the caller.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Sql(rusqlite::Error),
-    /// A row that cannot be read back, or a value that cannot be written.
-    Corrupt(String),
-}
+use crate::sqlite::{json, parse_json, parse_time, time, Failure, Result};
 
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
-        Failure::Sql(e)
-    }
-}
-
-impl From<Failure> for StoreError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Sql(e) if is_transient(&e) => StoreError::Unavailable(e.to_string()),
-            Failure::Sql(e) => StoreError::Fatal(e.to_string()),
-            Failure::Corrupt(reason) => StoreError::Fatal(reason),
+/// A row as a table stores it: its struct, its column list for `SELECT` and `INSERT`, and
+/// `read`, which takes a query's row by column name. Rows are decoded outside the row
+/// callback, so decoding errors stay ours.
+macro_rules! row {
+    ($(#[$doc:meta])* $row:ident, $columns:ident {
+        $first:ident: $first_ty:ty $(, $field:ident: $ty:ty)* $(,)?
+    }) => {
+        $(#[$doc])*
+        pub(crate) struct $row {
+            pub $first: $first_ty,
+            $(pub $field: $ty,)*
         }
-    }
-}
 
-/// Lock contention (another process holds the write lock past the busy timeout) and I/O
-/// trouble pass; everything else is a bug or a broken file.
-fn is_transient(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _) if matches!(
-            f.code,
-            ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::DiskFull
-                | ErrorCode::CannotOpen
-                | ErrorCode::OutOfMemory
-                | ErrorCode::FileLockingProtocolFailed
-        )
-    )
-}
+        pub(crate) const $columns: &str =
+            concat!(stringify!($first) $(, ", ", stringify!($field))*);
 
-pub(crate) type Result<T> = std::result::Result<T, Failure>;
-
-/// RFC 3339 with nanoseconds and `Z`: fixed width, so text order is time order (the idempotency
-/// purge compares these strings), and exact, so a timestamp reads back equal.
-pub(crate) fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
-
-pub(crate) fn parse_time(column: &str, s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| Failure::Corrupt(format!("{column} {s:?} is not a timestamp: {e}")))
+        impl $row {
+            pub(crate) fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(Self {
+                    $first: row.get(stringify!($first))?,
+                    $($field: row.get(stringify!($field))?,)*
+                })
+            }
+        }
+    };
 }
 
 pub(crate) fn parse_kind(s: &str) -> Result<EntityKind> {
@@ -79,15 +49,6 @@ pub(crate) fn int(column: &str, v: u64) -> Result<i64> {
 
 fn uint(column: &str, v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| Failure::Corrupt(format!("{column} {v} is negative")))
-}
-
-pub(crate) fn json<T: serde::Serialize>(column: &str, v: &T) -> Result<String> {
-    serde_json::to_string(v)
-        .map_err(|e| Failure::Corrupt(format!("{column} cannot be encoded: {e}")))
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(column: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Failure::Corrupt(format!("{column} is not valid: {e}")))
 }
 
 /// A change encoded for the writer: all serialisation happens on the caller's task, so the
@@ -150,37 +111,22 @@ impl ChangeRow {
     }
 }
 
-/// An event-log row as read, decoded outside the row callback so decoding errors stay ours.
-pub(crate) struct EventRow {
-    pub event_id: String,
-    pub entity_kind: String,
-    pub entity_id: String,
-    pub version: i64,
-    pub event_type: String,
-    pub occurred_at: String,
-    pub envelope: String,
-    pub source: Option<String>,
-    pub recorded_at: String,
+row! {
+    /// An event-log row as read.
+    EventRow, EVENT_COLUMNS {
+        event_id: String,
+        entity_kind: String,
+        entity_id: String,
+        version: i64,
+        event_type: String,
+        occurred_at: String,
+        envelope: String,
+        source: Option<String>,
+        recorded_at: String,
+    }
 }
 
-pub(crate) const EVENT_COLUMNS: &str =
-    "event_id, entity_kind, entity_id, version, event_type, occurred_at, envelope, source, recorded_at";
-
 impl EventRow {
-    pub(crate) fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            event_id: row.get(0)?,
-            entity_kind: row.get(1)?,
-            entity_id: row.get(2)?,
-            version: row.get(3)?,
-            event_type: row.get(4)?,
-            occurred_at: row.get(5)?,
-            envelope: row.get(6)?,
-            source: row.get(7)?,
-            recorded_at: row.get(8)?,
-        })
-    }
-
     pub(crate) fn decode(self) -> Result<StoredEvent> {
         let envelope: CloudEvent = parse_json("envelope", &self.envelope)?;
         Ok(StoredEvent {
@@ -197,32 +143,19 @@ impl EventRow {
     }
 }
 
-pub(crate) struct EntityRow {
-    pub kind: String,
-    pub id: String,
-    pub version: i64,
-    pub status: String,
-    pub state: String,
-    pub last_event_id: String,
-    pub updated_at: String,
+row! {
+    EntityRow, ENTITY_COLUMNS {
+        kind: String,
+        id: String,
+        version: i64,
+        status: String,
+        state: String,
+        last_event_id: String,
+        updated_at: String,
+    }
 }
 
-pub(crate) const ENTITY_COLUMNS: &str =
-    "kind, id, version, status, state, last_event_id, updated_at";
-
 impl EntityRow {
-    pub(crate) fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            kind: row.get(0)?,
-            id: row.get(1)?,
-            version: row.get(2)?,
-            status: row.get(3)?,
-            state: row.get(4)?,
-            last_event_id: row.get(5)?,
-            updated_at: row.get(6)?,
-        })
-    }
-
     pub(crate) fn decode(self) -> Result<EntityRecord> {
         Ok(EntityRecord {
             kind: parse_kind(&self.kind)?,
@@ -236,29 +169,18 @@ impl EntityRow {
     }
 }
 
-pub(crate) struct OutboxReadRow {
-    pub id: String,
-    pub topic: String,
-    pub key: String,
-    pub event: String,
-    pub event_id: String,
-    pub created_at: String,
+row! {
+    OutboxReadRow, OUTBOX_COLUMNS {
+        id: String,
+        topic: String,
+        key: String,
+        event: String,
+        event_id: String,
+        created_at: String,
+    }
 }
 
-pub(crate) const OUTBOX_COLUMNS: &str = "id, topic, key, event, event_id, created_at";
-
 impl OutboxReadRow {
-    pub(crate) fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            topic: row.get(1)?,
-            key: row.get(2)?,
-            event: row.get(3)?,
-            event_id: row.get(4)?,
-            created_at: row.get(5)?,
-        })
-    }
-
     pub(crate) fn decode(self) -> Result<StoredOutboxMessage> {
         Ok(StoredOutboxMessage {
             message: OutboxMessage {
@@ -273,19 +195,18 @@ impl OutboxReadRow {
     }
 }
 
-pub(crate) struct IdempotencyRow {
-    pub key: String,
-    pub fingerprint: String,
-    pub topic: String,
-    pub event: String,
-    pub status: i64,
-    pub response: String,
-    pub published: bool,
-    pub created_at: String,
+row! {
+    IdempotencyRow, IDEMPOTENCY_COLUMNS {
+        key: String,
+        fingerprint: String,
+        topic: String,
+        event: String,
+        status: i64,
+        response: String,
+        published: bool,
+        created_at: String,
+    }
 }
-
-pub(crate) const IDEMPOTENCY_COLUMNS: &str =
-    "key, fingerprint, topic, event, status, response, published, created_at";
 
 impl IdempotencyRow {
     pub(crate) fn encode(r: &IdempotencyRecord) -> Result<Self> {
@@ -298,19 +219,6 @@ impl IdempotencyRow {
             response: json("response", &r.response)?,
             published: r.published,
             created_at: time(r.created_at),
-        })
-    }
-
-    pub(crate) fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            key: row.get(0)?,
-            fingerprint: row.get(1)?,
-            topic: row.get(2)?,
-            event: row.get(3)?,
-            status: row.get(4)?,
-            response: row.get(5)?,
-            published: row.get(6)?,
-            created_at: row.get(7)?,
         })
     }
 

@@ -1,14 +1,9 @@
-//! Opening `store.db`: connection settings and the schema, versioned by `PRAGMA user_version`.
+//! The schema of `store.db`, versioned by `PRAGMA user_version`.
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use std::path::Path;
-use std::time::Duration;
 
-use super::rows::{Failure, Result};
-
-/// How long a statement waits for another process's write lock before the store reports
-/// itself unavailable.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::sqlite::{self, Result};
 
 /// Each entry migrates from version `index` to `index + 1`; append, never edit.
 const MIGRATIONS: &[&str] = &[r#"
@@ -58,48 +53,8 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX idempotency_created_at ON idempotency (created_at);
 "#];
 
-/// The one connection that writes. WAL lets readers run beside it; `synchronous=FULL` makes a
-/// commit that returned survive a power loss, which the projector relies on before it commits
-/// its bus offsets.
+/// The one connection that writes (durable commits: the projector relies on them before it
+/// commits its bus offsets), the schema brought up to date.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Failure::Corrupt(format!(
-            "{} cannot use WAL (journal_mode is {mode})",
-            path.display()
-        )));
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    migrate(&conn)?;
-    Ok(conn)
-}
-
-pub(crate) fn open_reader(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    Ok(conn)
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if current > known {
-        return Err(Failure::Corrupt(format!(
-            "store.db has schema version {current}, this build knows up to {known}"
-        )));
-    }
-    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        // The schema step and its version number commit together, so a crash mid-migration
-        // leaves the old version and the step runs again.
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
+    sqlite::open_writer(path, MIGRATIONS)
 }

@@ -1,9 +1,10 @@
 //! Everything that writes `store.db`, each function one transaction on the writer connection.
 
 use enrollstream_ports::{ApplyOutcome, Reservation};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{ChangeRow, IdempotencyRow, Result, IDEMPOTENCY_COLUMNS};
+use super::rows::{ChangeRow, IdempotencyRow, IDEMPOTENCY_COLUMNS};
+use crate::sqlite::{immediate, Result};
 
 /// What a batch did, for the outcomes and for waking waiters after the commit.
 pub(crate) struct Applied {
@@ -18,7 +19,7 @@ pub(crate) struct Applied {
 /// batch (the transaction rolls back on drop), and the caller retries it: every change in it is
 /// fenced by its event id.
 pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> Result<Applied> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = immediate(conn)?;
     let mut applied = Applied {
         outcomes: Vec::with_capacity(changes.len()),
         any_applied: false,
@@ -102,7 +103,7 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> 
 }
 
 pub(crate) fn mark_published(conn: &mut Connection, ids: &[String], now: &str) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = immediate(conn)?;
     {
         let mut mark = tx.prepare_cached(
             "UPDATE outbox SET published_at = ?2 WHERE id = ?1 AND published_at IS NULL",
@@ -116,7 +117,7 @@ pub(crate) fn mark_published(conn: &mut Connection, ids: &[String], now: &str) -
 }
 
 pub(crate) fn reset_read_model(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = immediate(conn)?;
     tx.execute_batch("DELETE FROM event_log; DELETE FROM entities; DELETE FROM outbox;")?;
     tx.commit()?;
     Ok(())
@@ -129,7 +130,7 @@ pub(crate) fn reserve_idempotency(
     record: &IdempotencyRow,
     expired_before: &str,
 ) -> Result<Option<IdempotencyRow>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = immediate(conn)?;
     tx.execute(
         "DELETE FROM idempotency WHERE key = ?1 AND created_at < ?2",
         params![record.key, expired_before],
