@@ -116,6 +116,21 @@ pub trait Store: Send + Sync {
 
     async fn entity(&self, kind: EntityKind, id: &str) -> Result<Option<EntityRecord>, StoreError>;
 
+    /// The entities among `keys` that exist, in any order. Adapters answer in one round trip
+    /// where they can; this default asks one by one.
+    async fn entities(
+        &self,
+        keys: &[(EntityKind, String)],
+    ) -> Result<Vec<EntityRecord>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for (kind, id) in keys {
+            if let Some(record) = self.entity(*kind, id).await? {
+                found.push(record);
+            }
+        }
+        Ok(found)
+    }
+
     /// Apply changes in order. Each change is atomic on its own; adapters may group them into
     /// fewer round trips. Changes to one entity in one call chain by version.
     async fn apply(&self, changes: &[Change]) -> Result<Vec<ApplyOutcome>, StoreError>;

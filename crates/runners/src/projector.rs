@@ -76,18 +76,20 @@ impl BatchHandler for Projector {
         pending.retain(|p| !applied.contains(&p.event.id) && seen.insert(p.event.id.clone()));
 
         // Current state of every entity the batch touches; folded forward within the batch.
+        // One read for the whole batch: a lookup per event would cost a round trip each.
         let mut current: HashMap<(EntityKind, String), Option<(u64, serde_json::Value)>> =
             HashMap::new();
         for p in &pending {
-            let key = (p.kind, p.event.entity_id().to_string());
-            if let std::collections::hash_map::Entry::Vacant(slot) = current.entry(key) {
-                let record = self
-                    .store
-                    .entity(p.kind, p.event.entity_id())
-                    .await
-                    .map_err(|e| Retry(e.to_string()))?;
-                slot.insert(record.map(|r| (r.version, r.state)));
-            }
+            current.insert((p.kind, p.event.entity_id().to_string()), None);
+        }
+        let keys: Vec<(EntityKind, String)> = current.keys().cloned().collect();
+        let records = self
+            .store
+            .entities(&keys)
+            .await
+            .map_err(|e| Retry(e.to_string()))?;
+        for r in records {
+            current.insert((r.kind, r.id), Some((r.version, r.state)));
         }
 
         let now = Utc::now();
