@@ -14,15 +14,14 @@ use axum::Json;
 use enrollstream_domain::envelope::new_traceparent;
 use enrollstream_domain::ids::new_id;
 use enrollstream_domain::projection::{project, ProjectionError};
-use enrollstream_domain::{ApplicationEvent, CloudEvent, DomainEvent, EntityKind, FieldError};
+use enrollstream_domain::{CloudEvent, DomainEvent, EntityKind, FieldError};
 use enrollstream_ports::{IdempotencyRecord, Reservation};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use tokio::time::Instant;
 
-use crate::dto::{self, body_field, quote_body_field};
+use crate::dto::{self, CommandBody};
 use crate::extract::{self, Body, EntityId};
 use crate::problem::Problem;
 use crate::publish::publish;
@@ -47,141 +46,45 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandRequest {
     }
 }
 
-struct Command {
-    event: DomainEvent,
-    /// The entity must already be in the read model and accept the event.
-    on_existing: bool,
-    /// Maps a domain field path to where the client wrote it.
-    body_field: fn(&str) -> String,
-}
-
-pub async fn create_quote(
+/// A command that creates an entity (`POST /v1/quotes`, `POST /v1/applications`): its event
+/// names a fresh entity id.
+pub async fn create<C: CommandBody>(
     State(shared): State<Shared>,
     req: CommandRequest,
     body: Body,
 ) -> Result<Response, Problem> {
-    let input: dto::CreateQuote = dto::decode(&body.command_json()?)?;
-    let event = input.into_event(new_id())?;
-    let command = Command {
-        event,
-        on_existing: false,
-        body_field: quote_body_field,
-    };
-    execute(&shared, &req, &body, command).await
+    execute::<C>(&shared, &req, &body, new_id(), false).await
 }
 
-pub async fn update_quote(
+/// A command on the entity named by the path: it must already be in the read model and accept
+/// the event.
+pub async fn on_existing<C: CommandBody>(
     State(shared): State<Shared>,
     EntityId(id): EntityId,
     req: CommandRequest,
     body: Body,
 ) -> Result<Response, Problem> {
-    let input: dto::UpdateQuote = dto::decode(&body.command_json()?)?;
-    let event = input.into_event(id)?;
-    let command = Command {
-        event,
-        on_existing: true,
-        body_field: quote_body_field,
-    };
-    execute(&shared, &req, &body, command).await
+    execute::<C>(&shared, &req, &body, id, true).await
 }
 
-pub async fn start_application(
-    State(shared): State<Shared>,
-    req: CommandRequest,
-    body: Body,
-) -> Result<Response, Problem> {
-    let input: dto::StartApplication = dto::decode(&body.command_json()?)?;
-    let command = Command {
-        event: input.into_event(new_id()),
-        on_existing: false,
-        body_field,
-    };
-    execute(&shared, &req, &body, command).await
-}
-
-/// The commands on an existing application differ only in their body and event.
-async fn on_application<T: DeserializeOwned>(
-    shared: Shared,
-    id: String,
-    req: CommandRequest,
-    body: Body,
-    build: fn(T, String) -> Result<ApplicationEvent, Problem>,
-) -> Result<Response, Problem> {
-    let input: T = dto::decode(&body.command_json()?)?;
-    let event = DomainEvent::Application(build(input, id)?);
-    execute(
-        &shared,
-        &req,
-        &body,
-        Command {
-            event,
-            on_existing: true,
-            body_field,
-        },
-    )
-    .await
-}
-
-pub async fn submit_application(
-    State(shared): State<Shared>,
-    EntityId(id): EntityId,
-    req: CommandRequest,
-    body: Body,
-) -> Result<Response, Problem> {
-    on_application(shared, id, req, body, dto::SubmitApplication::into_event).await
-}
-
-pub async fn sign_application(
-    State(shared): State<Shared>,
-    EntityId(id): EntityId,
-    req: CommandRequest,
-    body: Body,
-) -> Result<Response, Problem> {
-    on_application(shared, id, req, body, dto::SignApplication::into_event).await
-}
-
-pub async fn approve_application(
-    State(shared): State<Shared>,
-    EntityId(id): EntityId,
-    req: CommandRequest,
-    body: Body,
-) -> Result<Response, Problem> {
-    on_application(shared, id, req, body, dto::ApproveApplication::into_event).await
-}
-
-pub async fn decline_application(
-    State(shared): State<Shared>,
-    EntityId(id): EntityId,
-    req: CommandRequest,
-    body: Body,
-) -> Result<Response, Problem> {
-    on_application(shared, id, req, body, dto::DeclineApplication::into_event).await
-}
-
-pub async fn withdraw_application(
-    State(shared): State<Shared>,
-    EntityId(id): EntityId,
-    req: CommandRequest,
-    body: Body,
-) -> Result<Response, Problem> {
-    on_application(shared, id, req, body, dto::WithdrawApplication::into_event).await
-}
-
-/// Validate, (reserve the idempotency key), check against the read model, publish, answer.
-async fn execute(
+/// Decode and validate, (reserve the idempotency key), check against the read model, publish,
+/// answer.
+async fn execute<C: CommandBody>(
     shared: &Shared,
     req: &CommandRequest,
     body: &Body,
-    command: Command,
+    entity_id: String,
+    must_exist: bool,
 ) -> Result<Response, Problem> {
+    let input: C = dto::decode(&body.command_json()?)?;
+    let event = input.into_event(entity_id)?;
     let api = &shared.api;
     let key = extract::idempotency_key(&req.headers)?;
-    let kind = command.event.kind();
-    let entity_id = command.event.entity_id().to_string();
+    let kind = event.kind();
+    let entity_id = event.entity_id().to_string();
     let traceparent = extract::traceparent(&req.headers).unwrap_or_else(new_traceparent);
     let envelope = CloudEvent::new(
-        &command.event,
+        &event,
         &api.config.source,
         api.clock.now(),
         Some(traceparent),
@@ -190,7 +93,7 @@ async fn execute(
         Problem::invalid(
             err.errors
                 .into_iter()
-                .map(|e| FieldError::new((command.body_field)(&e.field), e.reason))
+                .map(|e| FieldError::new(C::body_field(&e.field), e.reason))
                 .collect(),
         )
     })?;
@@ -244,7 +147,7 @@ async fn execute(
 
     // A replayed create carries the id of its first attempt, not the one made just now.
     let entity_id = envelope.entity_id().to_string();
-    if command.on_existing {
+    if must_exist {
         check_against_read_model(shared, &req.headers, kind, &entity_id, &envelope).await?;
     }
     publish(api, &topic, std::slice::from_ref(&envelope)).await?;

@@ -17,6 +17,17 @@ use serde_json::Value;
 
 use crate::problem::Problem;
 
+/// A command's body: it decodes from JSON and becomes one domain event on the entity. Each body
+/// declares only this; `commands::execute` does everything else every command does.
+pub trait CommandBody: DeserializeOwned {
+    /// Where a domain field of the event (`data.applicant.email`) sits in this body.
+    fn body_field(domain_field: &str) -> String {
+        body_field(domain_field)
+    }
+
+    fn into_event(self, entity_id: String) -> Result<DomainEvent, Problem>;
+}
+
 /// Decode a command body, naming the field path of the first error as the client wrote it.
 pub fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, Problem> {
     ValidationError::decode("", value).map_err(Problem::validation)
@@ -37,8 +48,12 @@ pub struct CreateQuote {
     pub currency: Option<String>,
 }
 
-impl CreateQuote {
-    pub fn into_event(self, quote_id: String) -> Result<DomainEvent, Problem> {
+impl CommandBody for CreateQuote {
+    fn body_field(domain_field: &str) -> String {
+        quote_body_field(domain_field)
+    }
+
+    fn into_event(self, quote_id: String) -> Result<DomainEvent, Problem> {
         let event = match premium(self.amount_minor, self.currency)? {
             Some(premium) => QuoteEvent::Created(QuoteCreated {
                 quote_id,
@@ -68,8 +83,12 @@ pub struct UpdateQuote {
     pub product: Option<String>,
 }
 
-impl UpdateQuote {
-    pub fn into_event(self, quote_id: String) -> Result<DomainEvent, Problem> {
+impl CommandBody for UpdateQuote {
+    fn body_field(domain_field: &str) -> String {
+        quote_body_field(domain_field)
+    }
+
+    fn into_event(self, quote_id: String) -> Result<DomainEvent, Problem> {
         Ok(DomainEvent::Quote(QuoteEvent::Updated(QuoteUpdated {
             quote_id,
             premium: premium(self.amount_minor, self.currency)?,
@@ -137,17 +156,19 @@ pub struct StartApplication {
     pub quote_id: Option<String>,
 }
 
-impl StartApplication {
-    pub fn into_event(self, application_id: String) -> DomainEvent {
-        DomainEvent::Application(ApplicationEvent::Started(ApplicationStarted {
-            application_id,
-            applicant: Applicant {
-                name: self.applicant.name,
-                email: self.applicant.email,
+impl CommandBody for StartApplication {
+    fn into_event(self, application_id: String) -> Result<DomainEvent, Problem> {
+        Ok(DomainEvent::Application(ApplicationEvent::Started(
+            ApplicationStarted {
+                application_id,
+                applicant: Applicant {
+                    name: self.applicant.name,
+                    email: self.applicant.email,
+                },
+                product: self.product,
+                quote_id: self.quote_id,
             },
-            product: self.product,
-            quote_id: self.quote_id,
-        }))
+        )))
     }
 }
 
@@ -172,8 +193,8 @@ pub struct SubmitApplication {
     pub broker: Option<BrokerInput>,
 }
 
-impl SubmitApplication {
-    pub fn into_event(self, application_id: String) -> Result<ApplicationEvent, Problem> {
+impl CommandBody for SubmitApplication {
+    fn into_event(self, application_id: String) -> Result<DomainEvent, Problem> {
         let submitter = match (self.submitted_by, self.broker) {
             (SubmittedBy::Broker, Some(b)) => Submitter::Broker {
                 broker: Broker {
@@ -196,10 +217,12 @@ impl SubmitApplication {
                 )]))
             }
         };
-        Ok(ApplicationEvent::Submitted(ApplicationSubmitted {
-            application_id,
-            submitter,
-        }))
+        Ok(DomainEvent::Application(ApplicationEvent::Submitted(
+            ApplicationSubmitted {
+                application_id,
+                submitter,
+            },
+        )))
     }
 }
 
@@ -213,13 +236,15 @@ pub struct SignApplication {
     pub signed_at: Option<DateTime<Utc>>,
 }
 
-impl SignApplication {
-    pub fn into_event(self, application_id: String) -> Result<ApplicationEvent, Problem> {
-        Ok(ApplicationEvent::SignatureReceived(SignatureReceived {
-            application_id,
-            signed_by: self.signed_by,
-            signed_at: self.signed_at,
-        }))
+impl CommandBody for SignApplication {
+    fn into_event(self, application_id: String) -> Result<DomainEvent, Problem> {
+        Ok(DomainEvent::Application(
+            ApplicationEvent::SignatureReceived(SignatureReceived {
+                application_id,
+                signed_by: self.signed_by,
+                signed_at: self.signed_at,
+            }),
+        ))
     }
 }
 
@@ -231,12 +256,14 @@ pub struct ApproveApplication {
     pub approved_by: Option<String>,
 }
 
-impl ApproveApplication {
-    pub fn into_event(self, application_id: String) -> Result<ApplicationEvent, Problem> {
-        Ok(ApplicationEvent::Approved(ApplicationApproved {
-            application_id,
-            approved_by: self.approved_by,
-        }))
+impl CommandBody for ApproveApplication {
+    fn into_event(self, application_id: String) -> Result<DomainEvent, Problem> {
+        Ok(DomainEvent::Application(ApplicationEvent::Approved(
+            ApplicationApproved {
+                application_id,
+                approved_by: self.approved_by,
+            },
+        )))
     }
 }
 
@@ -247,12 +274,14 @@ pub struct DeclineApplication {
     pub reason: String,
 }
 
-impl DeclineApplication {
-    pub fn into_event(self, application_id: String) -> Result<ApplicationEvent, Problem> {
-        Ok(ApplicationEvent::Declined(ApplicationDeclined {
-            application_id,
-            reason: self.reason,
-        }))
+impl CommandBody for DeclineApplication {
+    fn into_event(self, application_id: String) -> Result<DomainEvent, Problem> {
+        Ok(DomainEvent::Application(ApplicationEvent::Declined(
+            ApplicationDeclined {
+                application_id,
+                reason: self.reason,
+            },
+        )))
     }
 }
 
@@ -264,12 +293,14 @@ pub struct WithdrawApplication {
     pub reason: Option<String>,
 }
 
-impl WithdrawApplication {
-    pub fn into_event(self, application_id: String) -> Result<ApplicationEvent, Problem> {
-        Ok(ApplicationEvent::Withdrawn(ApplicationWithdrawn {
-            application_id,
-            reason: self.reason,
-        }))
+impl CommandBody for WithdrawApplication {
+    fn into_event(self, application_id: String) -> Result<DomainEvent, Problem> {
+        Ok(DomainEvent::Application(ApplicationEvent::Withdrawn(
+            ApplicationWithdrawn {
+                application_id,
+                reason: self.reason,
+            },
+        )))
     }
 }
 

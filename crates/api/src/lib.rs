@@ -20,6 +20,7 @@ use axum::http::Method;
 use axum::routing::{get, patch, post, MethodRouter};
 use axum::Router;
 use enrollstream_domain::routing::RoutingRules;
+use enrollstream_domain::EntityKind;
 use enrollstream_ports::{Clock, EventBus, HealthRegistry, Store};
 use std::sync::Arc;
 use tower::ServiceBuilder;
@@ -56,51 +57,56 @@ pub(crate) struct Shared {
 
 /// Every route: the router is built from this table and `openapi()` is checked against it.
 pub(crate) fn routes() -> Vec<(&'static str, Method, MethodRouter<Shared>)> {
-    use commands::*;
+    use commands::{create, on_existing};
+    use EntityKind::{Application, Quote};
     vec![
-        ("/v1/quotes", Method::POST, post(create_quote)),
-        ("/v1/quotes/{id}", Method::GET, get(reads::quote)),
-        ("/v1/quotes/{id}", Method::PATCH, patch(update_quote)),
+        ("/v1/quotes", Method::POST, post(create::<dto::CreateQuote>)),
+        ("/v1/quotes/{id}", Method::GET, reads::state(Quote)),
         (
-            "/v1/quotes/{id}/events",
-            Method::GET,
-            get(reads::quote_events),
+            "/v1/quotes/{id}",
+            Method::PATCH,
+            patch(on_existing::<dto::UpdateQuote>),
         ),
-        ("/v1/applications", Method::POST, post(start_application)),
+        ("/v1/quotes/{id}/events", Method::GET, reads::log(Quote)),
+        (
+            "/v1/applications",
+            Method::POST,
+            post(create::<dto::StartApplication>),
+        ),
         (
             "/v1/applications/{id}",
             Method::GET,
-            get(reads::application),
+            reads::state(Application),
         ),
         (
             "/v1/applications/{id}/events",
             Method::GET,
-            get(reads::application_events),
+            reads::log(Application),
         ),
         (
             "/v1/applications/{id}/submit",
             Method::POST,
-            post(submit_application),
+            post(on_existing::<dto::SubmitApplication>),
         ),
         (
             "/v1/applications/{id}/signature",
             Method::POST,
-            post(sign_application),
+            post(on_existing::<dto::SignApplication>),
         ),
         (
             "/v1/applications/{id}/approve",
             Method::POST,
-            post(approve_application),
+            post(on_existing::<dto::ApproveApplication>),
         ),
         (
             "/v1/applications/{id}/decline",
             Method::POST,
-            post(decline_application),
+            post(on_existing::<dto::DeclineApplication>),
         ),
         (
             "/v1/applications/{id}/withdraw",
             Method::POST,
-            post(withdraw_application),
+            post(on_existing::<dto::WithdrawApplication>),
         ),
         ("/v1/events", Method::POST, post(ingest::ingest)),
         ("/v1/schemas", Method::GET, get(schemas::list)),

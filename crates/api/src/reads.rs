@@ -7,6 +7,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
 use axum::Json;
 use enrollstream_domain::EntityKind;
 use serde_json::Value;
@@ -19,36 +20,22 @@ use crate::extract::{EntityId, ReadOptions};
 use crate::problem::Problem;
 use crate::Shared;
 
-pub async fn quote(
-    state: State<Shared>,
-    id: EntityId,
-    opts: ReadOptions,
-) -> Result<Response, Problem> {
-    entity(state, EntityKind::Quote, id, opts).await
+/// `GET /v1/{kind}s/{id}`: the entity's current state plus the read-model fields.
+pub fn state(kind: EntityKind) -> MethodRouter<Shared> {
+    get(
+        move |shared: State<Shared>, id: EntityId, opts: ReadOptions| {
+            entity(shared, kind, id, opts)
+        },
+    )
 }
 
-pub async fn application(
-    state: State<Shared>,
-    id: EntityId,
-    opts: ReadOptions,
-) -> Result<Response, Problem> {
-    entity(state, EntityKind::Application, id, opts).await
-}
-
-pub async fn quote_events(
-    state: State<Shared>,
-    id: EntityId,
-    opts: ReadOptions,
-) -> Result<Response, Problem> {
-    events(state, EntityKind::Quote, id, opts).await
-}
-
-pub async fn application_events(
-    state: State<Shared>,
-    id: EntityId,
-    opts: ReadOptions,
-) -> Result<Response, Problem> {
-    events(state, EntityKind::Application, id, opts).await
+/// `GET /v1/{kind}s/{id}/events`: the entity's event log, oldest first.
+pub fn log(kind: EntityKind) -> MethodRouter<Shared> {
+    get(
+        move |shared: State<Shared>, id: EntityId, opts: ReadOptions| {
+            events(shared, kind, id, opts)
+        },
+    )
 }
 
 async fn entity(

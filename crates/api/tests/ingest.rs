@@ -7,34 +7,48 @@ use enrollstream_domain::events::*;
 use enrollstream_domain::{ApplicationEvent, CloudEvent, DomainEvent};
 use serde_json::{json, Value};
 
+/// `event` as an upstream producer would send it.
+fn upstream(event: DomainEvent) -> Value {
+    serde_json::to_value(CloudEvent::new(
+        &event,
+        "/partner/portal",
+        start_time(),
+        None,
+    ))
+    .unwrap()
+}
+
 fn started(id: &str) -> Value {
-    let e = DomainEvent::Application(ApplicationEvent::Started(ApplicationStarted {
-        application_id: id.into(),
-        applicant: Applicant {
-            name: "Jane Doe".into(),
-            email: "jane@example.com".into(),
+    upstream(DomainEvent::Application(ApplicationEvent::Started(
+        ApplicationStarted {
+            application_id: id.into(),
+            applicant: Applicant {
+                name: "Jane Doe".into(),
+                email: "jane@example.com".into(),
+            },
+            product: "dental-basic".into(),
+            quote_id: None,
         },
-        product: "dental-basic".into(),
-        quote_id: None,
-    }));
-    serde_json::to_value(CloudEvent::new(&e, "/partner/portal", start_time(), None)).unwrap()
+    )))
 }
 
 fn submitted(id: &str) -> Value {
-    let e = DomainEvent::Application(ApplicationEvent::Submitted(ApplicationSubmitted {
-        application_id: id.into(),
-        submitter: Submitter::Member,
-    }));
-    serde_json::to_value(CloudEvent::new(&e, "/partner/portal", start_time(), None)).unwrap()
+    upstream(DomainEvent::Application(ApplicationEvent::Submitted(
+        ApplicationSubmitted {
+            application_id: id.into(),
+            submitter: Submitter::Member,
+        },
+    )))
 }
 
 fn quote_requested(id: &str) -> Value {
-    let e = DomainEvent::Quote(enrollstream_domain::QuoteEvent::Requested(QuoteRequested {
-        quote_id: id.into(),
-        customer_id: "C-1".into(),
-        product: "vision".into(),
-    }));
-    serde_json::to_value(CloudEvent::new(&e, "/partner/portal", start_time(), None)).unwrap()
+    upstream(DomainEvent::Quote(
+        enrollstream_domain::QuoteEvent::Requested(QuoteRequested {
+            quote_id: id.into(),
+            customer_id: "C-1".into(),
+            product: "vision".into(),
+        }),
+    ))
 }
 
 async fn send(app: &App, content_type: &str, body: &Value) -> reqwest::Response {

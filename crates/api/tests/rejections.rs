@@ -67,60 +67,67 @@ async fn json_refused(
     .await
 }
 
+/// 422 validation refusals of one endpoint: each case is a body and the field it must name.
+async fn invalid(app: &App, method: Method, path: &str, cases: Vec<(Value, &str)>) {
+    for (body, field) in cases {
+        json_refused(app, method.clone(), path, body, 422, "validation", field).await;
+    }
+}
+
 /// The refusals every JSON command shares: malformed JSON, wrong content type, oversize body.
 async fn common_refusals(app: &App, method: Method, path: &str) {
-    refused(
-        app,
-        method.clone(),
-        path,
-        Some("application/json"),
-        b"{\"product\":".to_vec(),
-        400,
-        "malformed-json",
-        Some("$"),
-    )
-    .await;
-    refused(
-        app,
-        method.clone(),
-        path,
-        Some("text/plain"),
-        b"{}".to_vec(),
-        415,
-        "unsupported-media-type",
-        Some("Content-Type"),
-    )
-    .await;
-    refused(
-        app,
-        method.clone(),
-        path,
-        None,
-        b"{}".to_vec(),
-        415,
-        "unsupported-media-type",
-        Some("Content-Type"),
-    )
-    .await;
     let huge = format!("{{\"product\":\"{}\"}}", "x".repeat(300 * 1024));
-    refused(
-        app,
-        method.clone(),
-        path,
-        Some("application/json"),
-        huge.into_bytes(),
-        413,
-        "payload-too-large",
-        None,
-    )
-    .await;
-    json_refused(app, method, path, json!([1, 2]), 422, "validation", "$").await;
+    let cases = [
+        (
+            Some("application/json"),
+            b"{\"product\":".to_vec(),
+            400,
+            "malformed-json",
+            Some("$"),
+        ),
+        (
+            Some("text/plain"),
+            b"{}".to_vec(),
+            415,
+            "unsupported-media-type",
+            Some("Content-Type"),
+        ),
+        (
+            None,
+            b"{}".to_vec(),
+            415,
+            "unsupported-media-type",
+            Some("Content-Type"),
+        ),
+        (
+            Some("application/json"),
+            huge.into_bytes(),
+            413,
+            "payload-too-large",
+            None,
+        ),
+    ];
+    for (content_type, body, status, slug, field) in cases {
+        refused(
+            app,
+            method.clone(),
+            path,
+            content_type,
+            body,
+            status,
+            slug,
+            field,
+        )
+        .await;
+    }
+    invalid(app, method, path, vec![(json!([1, 2]), "$")]).await;
 }
 
 #[tokio::test]
 async fn create_quote_refusals() {
     let app = App::spawn().await;
-    common_refusals(&app, Method::POST, "/v1/quotes").await;
+    let path = "/v1/quotes";
+    common_refusals(&app, Method::POST, path).await;
     let ok =
         json!({"customer_id":"C-1","product":"dental-basic","amount_minor":5000,"currency":"USD"});
     let with = |k: &str, v: Value| {
@@ -133,101 +140,21 @@ async fn create_quote_refusals() {
         b.as_object_mut().unwrap().remove(k);
         b
     };
-    let post = Method::POST;
-    let path = "/v1/quotes";
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        without("customer_id"),
-        422,
-        "validation",
-        "customer_id",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        with("amount_minor", json!(-1)),
-        422,
-        "validation",
-        "amount_minor",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        with("amount_minor", json!(50.5)),
-        422,
-        "validation",
-        "amount_minor",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        with("currency", json!("usd")),
-        422,
-        "validation",
-        "currency",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        with("currency", json!("DOLLARS")),
-        422,
-        "validation",
-        "currency",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        without("currency"),
-        422,
-        "validation",
-        "currency",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        without("amount_minor"),
-        422,
-        "validation",
-        "amount_minor",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        with("product", json!("")),
-        422,
-        "validation",
-        "product",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        with("product", json!(7)),
-        422,
-        "validation",
-        "product",
-    )
-    .await;
+    let cases = vec![
+        (without("customer_id"), "customer_id"),
+        (with("amount_minor", json!(-1)), "amount_minor"),
+        (with("amount_minor", json!(50.5)), "amount_minor"),
+        (with("currency", json!("usd")), "currency"),
+        (with("currency", json!("DOLLARS")), "currency"),
+        (without("currency"), "currency"),
+        (without("amount_minor"), "amount_minor"),
+        (with("product", json!("")), "product"),
+        (with("product", json!(7)), "product"),
+    ];
+    invalid(&app, Method::POST, path, cases).await;
     let p = json_refused(
         &app,
-        post,
+        Method::POST,
         path,
         with("ammount_minor", json!(1)),
         422,
@@ -247,60 +174,17 @@ async fn update_quote_refusals() {
     let id = app.quote().await;
     let path = format!("/v1/quotes/{id}");
     common_refusals(&app, Method::PATCH, &path).await;
-    let patch = Method::PATCH;
-    json_refused(
-        &app,
-        patch.clone(),
-        &path,
-        json!({}),
-        422,
-        "validation",
-        "$",
-    )
-    .await;
-    json_refused(
-        &app,
-        patch.clone(),
-        &path,
-        json!({"amount_minor":-5,"currency":"USD"}),
-        422,
-        "validation",
-        "amount_minor",
-    )
-    .await;
-    json_refused(
-        &app,
-        patch.clone(),
-        &path,
-        json!({"currency":"USD"}),
-        422,
-        "validation",
-        "amount_minor",
-    )
-    .await;
-    json_refused(
-        &app,
-        patch.clone(),
-        &path,
-        json!({"amount_minor":1,"currency":"US"}),
-        422,
-        "validation",
-        "currency",
-    )
-    .await;
-    json_refused(
-        &app,
-        patch.clone(),
-        &path,
-        json!({"product":""}),
-        422,
-        "validation",
-        "product",
-    )
-    .await;
+    let cases = vec![
+        (json!({}), "$"),
+        (json!({"amount_minor":-5,"currency":"USD"}), "amount_minor"),
+        (json!({"currency":"USD"}), "amount_minor"),
+        (json!({"amount_minor":1,"currency":"US"}), "currency"),
+        (json!({"product":""}), "product"),
+    ];
+    invalid(&app, Method::PATCH, &path, cases).await;
     let p = refused(
         &app,
-        patch.clone(),
+        Method::PATCH,
         "/v1/quotes/no-such-quote",
         Some("application/json"),
         br#"{"product":"x"}"#.to_vec(),
@@ -321,7 +205,7 @@ async fn update_quote_refusals() {
     app.project().await;
     let p = json_refused(
         &app,
-        patch,
+        Method::PATCH,
         &format!("/v1/quotes/{}", requested["quote_id"].as_str().unwrap()),
         json!({"product":"x"}),
         409,
@@ -336,13 +220,12 @@ async fn update_quote_refusals() {
 #[tokio::test]
 async fn start_application_refusals() {
     let app = App::spawn().await;
-    common_refusals(&app, Method::POST, "/v1/applications").await;
-    let post = Method::POST;
     let path = "/v1/applications";
+    common_refusals(&app, Method::POST, path).await;
     let applicant = |name: Value, email: Value| json!({"applicant":{"name":name,"email":email},"product":"dental-basic"});
     let p = json_refused(
         &app,
-        post.clone(),
+        Method::POST,
         path,
         applicant(json!("Jane"), json!("not-an-email")),
         422,
@@ -351,66 +234,59 @@ async fn start_application_refusals() {
     )
     .await;
     assert_eq!(p["errors"][0]["reason"], "must be an email address");
+    let cases = vec![
+        (applicant(json!("Jane"), json!(42)), "applicant.email"),
+        (applicant(json!(""), json!("j@x.io")), "applicant.name"),
+        (
+            json!({"applicant":{"name":"Jane"},"product":"p"}),
+            "applicant.email",
+        ),
+        (
+            json!({"applicant":{"name":"Jane","email":"j@x.io"}}),
+            "product",
+        ),
+        (json!({"applicant":"Jane","product":"p"}), "applicant"),
+        (
+            json!({"applicant":{"name":"J","email":"j@x.io","age":40},"product":"p"}),
+            "applicant.age",
+        ),
+    ];
+    invalid(&app, Method::POST, path, cases).await;
+}
+
+/// The refusals every command on an existing application shares, for `action` on `id`: the
+/// shared body refusals, then `invalid` (422 with the named field), then 404 for `valid` on an
+/// unknown application, then 409 for `valid` on `id`, whose problem is returned.
+async fn application_refusals(
+    app: &App,
+    id: &str,
+    action: &str,
+    invalid_cases: Vec<(Value, &str)>,
+    valid: Value,
+) -> Value {
+    let path = format!("/v1/applications/{id}/{action}");
+    common_refusals(app, Method::POST, &path).await;
+    invalid(app, Method::POST, &path, invalid_cases).await;
     json_refused(
-        &app,
-        post.clone(),
-        path,
-        applicant(json!("Jane"), json!(42)),
-        422,
-        "validation",
-        "applicant.email",
+        app,
+        Method::POST,
+        &format!("/v1/applications/nope/{action}"),
+        valid.clone(),
+        404,
+        "not-found",
+        "id",
     )
     .await;
     json_refused(
-        &app,
-        post.clone(),
-        path,
-        applicant(json!(""), json!("j@x.io")),
-        422,
-        "validation",
-        "applicant.name",
+        app,
+        Method::POST,
+        &path,
+        valid,
+        409,
+        "invalid-transition",
+        None,
     )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        json!({"applicant":{"name":"Jane"},"product":"p"}),
-        422,
-        "validation",
-        "applicant.email",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        json!({"applicant":{"name":"Jane","email":"j@x.io"}}),
-        422,
-        "validation",
-        "product",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        path,
-        json!({"applicant":"Jane","product":"p"}),
-        422,
-        "validation",
-        "applicant",
-    )
-    .await;
-    json_refused(
-        &app,
-        post,
-        path,
-        json!({"applicant":{"name":"J","email":"j@x.io","age":40},"product":"p"}),
-        422,
-        "validation",
-        "applicant.age",
-    )
-    .await;
+    .await
 }
 
 #[tokio::test]
@@ -419,62 +295,27 @@ async fn submit_refusals() {
     let id = app.application().await;
     let path = format!("/v1/applications/{id}/submit");
     common_refusals(&app, Method::POST, &path).await;
-    let post = Method::POST;
+    let cases = vec![
+        (json!({"submitted_by":"broker"}), "broker"),
+        (json!({"submitted_by":"robot"}), "submitted_by"),
+        (json!({}), "submitted_by"),
+        (
+            json!({"submitted_by":"member","broker":{"id":"B","name":"A","email":"a@b.io"}}),
+            "broker",
+        ),
+        (
+            json!({"submitted_by":"broker","broker":{"id":"B-7","name":"Acme","email":"agent-at-acme"}}),
+            "broker.email",
+        ),
+        (
+            json!({"submitted_by":"broker","broker":{"id":"B-7","email":"a@acme.test"}}),
+            "broker.name",
+        ),
+    ];
+    invalid(&app, Method::POST, &path, cases).await;
     json_refused(
         &app,
-        post.clone(),
-        &path,
-        json!({"submitted_by":"broker"}),
-        422,
-        "validation",
-        "broker",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"submitted_by":"robot"}),
-        422,
-        "validation",
-        "submitted_by",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({}),
-        422,
-        "validation",
-        "submitted_by",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"submitted_by":"member","broker":{"id":"B","name":"A","email":"a@b.io"}}),
-        422,
-        "validation",
-        "broker",
-    )
-    .await;
-    json_refused(&app, post.clone(), &path,
-        json!({"submitted_by":"broker","broker":{"id":"B-7","name":"Acme","email":"agent-at-acme"}}), 422, "validation", "broker.email").await;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"submitted_by":"broker","broker":{"id":"B-7","email":"a@acme.test"}}),
-        422,
-        "validation",
-        "broker.name",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
+        Method::POST,
         "/v1/applications/no-such-app/submit",
         json!({"submitted_by":"member"}),
         404,
@@ -488,7 +329,7 @@ async fn submit_refusals() {
     app.project().await;
     let p = json_refused(
         &app,
-        post,
+        Method::POST,
         &path,
         json!({"submitted_by":"member"}),
         409,
@@ -504,59 +345,15 @@ async fn submit_refusals() {
 async fn signature_refusals() {
     let app = App::spawn().await;
     let id = app.application().await;
-    let path = format!("/v1/applications/{id}/signature");
-    common_refusals(&app, Method::POST, &path).await;
-    let post = Method::POST;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({}),
-        422,
-        "validation",
-        "signed_by",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"signed_by":""}),
-        422,
-        "validation",
-        "signed_by",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"signed_by":"Jane","signed_at":"yesterday"}),
-        422,
-        "validation",
-        "signed_at",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        "/v1/applications/nope/signature",
-        json!({"signed_by":"Jane"}),
-        404,
-        "not-found",
-        "id",
-    )
-    .await;
-    let p = json_refused(
-        &app,
-        post,
-        &path,
-        json!({"signed_by":"Jane"}),
-        409,
-        "invalid-transition",
-        None,
-    )
-    .await;
+    let cases = vec![
+        (json!({}), "signed_by"),
+        (json!({"signed_by":""}), "signed_by"),
+        (
+            json!({"signed_by":"Jane","signed_at":"yesterday"}),
+            "signed_at",
+        ),
+    ];
+    let p = application_refusals(&app, &id, "signature", cases, json!({"signed_by":"Jane"})).await;
     assert_eq!(p["current_status"], "STARTED");
     assert!(p["detail"].as_str().unwrap().contains("STARTED"));
 }
@@ -565,49 +362,11 @@ async fn signature_refusals() {
 async fn approve_refusals() {
     let app = App::spawn().await;
     let id = app.application().await;
-    let path = format!("/v1/applications/{id}/approve");
-    common_refusals(&app, Method::POST, &path).await;
-    let post = Method::POST;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"approved_by":5}),
-        422,
-        "validation",
-        "approved_by",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"approver":"x"}),
-        422,
-        "validation",
-        "approver",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        "/v1/applications/nope/approve",
-        json!({}),
-        404,
-        "not-found",
-        "id",
-    )
-    .await;
-    let p = json_refused(
-        &app,
-        post,
-        &path,
-        json!({}),
-        409,
-        "invalid-transition",
-        None,
-    )
-    .await;
+    let cases = vec![
+        (json!({"approved_by":5}), "approved_by"),
+        (json!({"approver":"x"}), "approver"),
+    ];
+    let p = application_refusals(&app, &id, "approve", cases, json!({})).await;
     assert_eq!(p["current_status"], "STARTED");
     assert_eq!(p["reason"], "only a signed application can be approved");
 }
@@ -616,49 +375,8 @@ async fn approve_refusals() {
 async fn decline_refusals() {
     let app = App::spawn().await;
     let id = app.application().await;
-    let path = format!("/v1/applications/{id}/decline");
-    common_refusals(&app, Method::POST, &path).await;
-    let post = Method::POST;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({}),
-        422,
-        "validation",
-        "reason",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"reason":"  "}),
-        422,
-        "validation",
-        "reason",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        "/v1/applications/nope/decline",
-        json!({"reason":"r"}),
-        404,
-        "not-found",
-        "id",
-    )
-    .await;
-    let p = json_refused(
-        &app,
-        post,
-        &path,
-        json!({"reason":"r"}),
-        409,
-        "invalid-transition",
-        None,
-    )
-    .await;
+    let cases = vec![(json!({}), "reason"), (json!({"reason":"  "}), "reason")];
+    let p = application_refusals(&app, &id, "decline", cases, json!({"reason":"r"})).await;
     assert_eq!(p["current_status"], "STARTED");
 }
 
@@ -666,39 +384,8 @@ async fn decline_refusals() {
 async fn withdraw_refusals() {
     let app = App::spawn().await;
     let id = app.application_after(&[("withdraw", json!({}))]).await;
-    let path = format!("/v1/applications/{id}/withdraw");
-    common_refusals(&app, Method::POST, &path).await;
-    let post = Method::POST;
-    json_refused(
-        &app,
-        post.clone(),
-        &path,
-        json!({"reason":5}),
-        422,
-        "validation",
-        "reason",
-    )
-    .await;
-    json_refused(
-        &app,
-        post.clone(),
-        "/v1/applications/nope/withdraw",
-        json!({}),
-        404,
-        "not-found",
-        "id",
-    )
-    .await;
-    let p = json_refused(
-        &app,
-        post,
-        &path,
-        json!({}),
-        409,
-        "invalid-transition",
-        None,
-    )
-    .await;
+    let cases = vec![(json!({"reason":5}), "reason")];
+    let p = application_refusals(&app, &id, "withdraw", cases, json!({})).await;
     assert_eq!(p["current_status"], "WITHDRAWN");
     assert_eq!(p["reason"], "the application is already closed");
 }
