@@ -41,53 +41,35 @@ fn fresh() -> (TempDir, Arc<dyn EventBus>, Reopen) {
     (dir, bus, reopen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_key_ordering() {
-    let (_dir, bus, _) = fresh();
-    contract::per_key_ordering(bus).await;
+/// One test per contract case; the cases after `restarting:` also get the process restart.
+macro_rules! contract_cases {
+    ($($case:ident),* ; restarting: $($restarting:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (_dir, bus, _) = fresh();
+                contract::$case(bus).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $restarting() {
+                let (_dir, bus, reopen) = fresh();
+                contract::$restarting(bus, &reopen).await;
+            }
+        )*
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redelivery_after_crash() {
-    let (_dir, bus, reopen) = fresh();
-    contract::redelivery_after_crash(bus, &reopen).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_members_split_partitions() {
-    let (_dir, bus, _) = fresh();
-    contract::group_members_split_partitions(bus).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_from_earliest() {
-    let (_dir, bus, _) = fresh();
-    contract::replay_from_earliest(bus).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headers_and_keys_round_trip() {
-    let (_dir, bus, _) = fresh();
-    contract::headers_and_keys_round_trip(bus).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_is_durable() {
-    let (_dir, bus, reopen) = fresh();
-    contract::publish_is_durable(bus, &reopen).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_partition_commit_is_not_applied() {
-    let (_dir, bus, _) = fresh();
-    contract::lost_partition_commit_is_not_applied(bus).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn committed_offsets_are_reported() {
-    let (_dir, bus, _) = fresh();
-    contract::committed_offsets_are_reported(bus).await;
-}
+contract_cases!(
+    per_key_ordering,
+    group_members_split_partitions,
+    replay_from_earliest,
+    headers_and_keys_round_trip,
+    lost_partition_commit_is_not_applied,
+    committed_offsets_are_reported;
+    restarting: redelivery_after_crash, publish_is_durable,
+);
 
 // --- What only the embedded bus promises -------------------------------------------------
 
