@@ -29,6 +29,7 @@ contract_cases!(
     batch_chains_versions,
     refused_change_does_not_block_batch,
     applied_is_the_applied_subset,
+    entities_are_the_existing_subset,
     outbox_in_creation_order,
     outbox_ids_are_fences,
     replay_records_outbox_as_published,

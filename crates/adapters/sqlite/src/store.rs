@@ -138,6 +138,14 @@ impl Store for SqliteStore {
         self.read(move |conn| read::entity(conn, kind, &id)).await
     }
 
+    async fn entities(
+        &self,
+        keys: &[(EntityKind, String)],
+    ) -> Result<Vec<EntityRecord>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(move |conn| read::entities(conn, &keys)).await
+    }
+
     async fn apply(&self, changes: &[Change]) -> Result<Vec<ApplyOutcome>, StoreError> {
         if changes.is_empty() {
             return Ok(Vec::new());

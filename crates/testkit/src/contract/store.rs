@@ -290,6 +290,36 @@ pub async fn applied_is_the_applied_subset(store: &dyn Store) {
     );
 }
 
+/// `entities` returns exactly the existing entities among the keys asked, with their state.
+pub async fn entities_are_the_existing_subset(store: &dyn Store) {
+    let a = application_history();
+    let q = new_quote();
+    apply(store, &[a[0].clone(), q.clone()]).await;
+    let app_key = (a[0].event.entity_kind, a[0].event.entity_id.clone());
+    let quote_key = (q.event.entity_kind, q.event.entity_id.clone());
+    let unknown = (a[0].event.entity_kind, fixtures::application_id());
+    let mut found = ok(
+        "entities",
+        store
+            .entities(&[app_key.clone(), unknown, quote_key.clone()])
+            .await,
+    );
+    found.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut expected = vec![
+        ok("entity", store.entity(app_key.0, &app_key.1).await).expect("application exists"),
+        ok("entity", store.entity(quote_key.0, &quote_key.1).await).expect("quote exists"),
+    ];
+    expected.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(
+        found, expected,
+        "entities returns the existing ones, as entity() does"
+    );
+    assert!(
+        ok("entities", store.entities(&[]).await).is_empty(),
+        "entities of no keys"
+    );
+}
+
 /// Pending outbox messages come oldest first across entities, `mark_published` is idempotent,
 /// and the backlog counts what is left.
 pub async fn outbox_in_creation_order(store: &dyn Store) {

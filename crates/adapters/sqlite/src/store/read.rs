@@ -47,6 +47,20 @@ pub(crate) fn entity(
         .transpose()
 }
 
+/// Every existing entity among `keys`, on one connection with one cached statement.
+pub(crate) fn entities(
+    conn: &Connection,
+    keys: &[(EntityKind, String)],
+) -> Result<Vec<EntityRecord>> {
+    let mut found = Vec::with_capacity(keys.len());
+    for (kind, id) in keys {
+        if let Some(record) = entity(conn, *kind, id)? {
+            found.push(record);
+        }
+    }
+    Ok(found)
+}
+
 pub(crate) fn event_log(conn: &Connection, kind: EntityKind, id: &str) -> Result<Vec<StoredEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM event_log WHERE entity_kind = ?1 AND entity_id = ?2 \
