@@ -23,8 +23,8 @@ use enrollstream_ports::reminders::{ClaimedReminder, EventOutcome, Fenced, Remin
 use enrollstream_ports::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use mongodb::options::{ClientOptions, CollectionOptions, IndexOptions, ReadConcern};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::options::{CollectionOptions, IndexOptions, ReadConcern};
+use mongodb::{Collection, Database, IndexModel};
 
 use crate::codec::Fields;
 use crate::db::write_concern;
@@ -53,18 +53,8 @@ impl MongoReminderStore {
         database: &str,
         settings: MongoSettings,
     ) -> Result<Self, StoreError> {
-        let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
-        options
-            .server_selection_timeout
-            .get_or_insert(settings.server_selection_timeout);
-        options
-            .connect_timeout
-            .get_or_insert(settings.connect_timeout);
-        options
-            .app_name
-            .get_or_insert_with(|| "enrollstream".to_string());
-        let database = Client::with_options(options)
-            .map_err(classify)?
+        let database = crate::store::client(uri, &settings)
+            .await?
             .database(database);
         let collection_options = CollectionOptions::builder()
             // A recorded attempt survives a failover: it is never sent twice for that reason.

@@ -60,6 +60,22 @@ pub struct MongoStore {
     wake: Wake,
 }
 
+/// A client with our timeouts: short server selection and connect, so `/readyz` and the
+/// runners' retry loop notice an absent server quickly. A URI that sets them wins.
+pub(crate) async fn client(uri: &str, settings: &MongoSettings) -> Result<Client, StoreError> {
+    let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
+    options
+        .server_selection_timeout
+        .get_or_insert(settings.server_selection_timeout);
+    options
+        .connect_timeout
+        .get_or_insert(settings.connect_timeout);
+    options
+        .app_name
+        .get_or_insert_with(|| "enrollstream".to_string());
+    Client::with_options(options).map_err(classify)
+}
+
 impl MongoStore {
     /// Connects with the default settings and creates the indexes (idempotent).
     pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
@@ -71,17 +87,7 @@ impl MongoStore {
         database: &str,
         settings: MongoSettings,
     ) -> Result<Self, StoreError> {
-        let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
-        options
-            .server_selection_timeout
-            .get_or_insert(settings.server_selection_timeout);
-        options
-            .connect_timeout
-            .get_or_insert(settings.connect_timeout);
-        options
-            .app_name
-            .get_or_insert_with(|| "enrollstream".to_string());
-        let client = Client::with_options(options).map_err(classify)?;
+        let client = client(uri, &settings).await?;
         let store = Self {
             db: Db::new(client.database(database)),
             wake: Wake::new(settings.outbox_poll_interval),
