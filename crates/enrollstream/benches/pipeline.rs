@@ -8,7 +8,7 @@
 //!    `?after=EVENT_ID`, which the store answers as soon as the event is applied).
 //!
 //! `cargo bench -p enrollstream --bench pipeline` (env: BENCH_EVENTS, BENCH_CONCURRENCY,
-//! BENCH_RATE, BENCH_SECONDS). With `BENCH_KAFKA=1` the same runs go through a fresh
+//! BENCH_RATE, BENCH_SECONDS, BENCH_SERVE_ARGS for extra `serve` arguments). With `BENCH_KAFKA=1` the same runs go through a fresh
 //! Kafka-protocol broker (tansu, from the test bed) with the SQLite store, after the broker's raw
 //! rdkafka produce and consume rates on the same topic layout, so each figure reads as a ratio of
 //! the raw rate. Results go to stdout; docs/benchmarks.md records them.
@@ -46,6 +46,10 @@ fn start(kafka: Option<&str>) -> App {
         .arg(dir.path());
     if let Some(brokers) = kafka {
         command.args(["--kafka-brokers", brokers]);
+    }
+    // For diagnosis, e.g. BENCH_SERVE_ARGS="--role api --role projector".
+    if let Ok(extra) = std::env::var("BENCH_SERVE_ARGS") {
+        command.args(extra.split_whitespace());
     }
     let mut child = command
         .env("RUST_LOG", "warn")
