@@ -11,35 +11,7 @@ async fn fresh_store() -> MongoStore {
     connect(&server().uri(), &fresh_database()).await
 }
 
-macro_rules! contract_cases {
-    ($($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                contract::$case(&fresh_store().await).await;
-            }
-        )*
-    };
-}
-
-contract_cases!(
-    apply_then_read_back,
-    redelivery_is_already_applied,
-    version_conflict_writes_nothing,
-    batch_chains_versions,
-    refused_change_does_not_block_batch,
-    applied_is_the_applied_subset,
-    entities_are_the_existing_subset,
-    outbox_in_creation_order,
-    outbox_ids_are_fences,
-    replay_records_outbox_as_published,
-    wait_applied_sees_a_concurrent_apply,
-    wait_applied_times_out,
-    wait_for_outbox_wakes_after_apply,
-    idempotency_reservations,
-    reset_keeps_idempotency,
-    check_and_name,
-);
+enrollstream_testkit::store_contract_tests!(store, store = fresh_store().await);
 
 /// Durability across a restart of the server itself, not only of the client.
 #[tokio::test]

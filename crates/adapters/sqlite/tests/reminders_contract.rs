@@ -11,34 +11,7 @@ fn fresh() -> (TempDir, SqliteReminderStore) {
     (dir, store)
 }
 
-macro_rules! contract_cases {
-    ($($case:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $case() {
-            let (_dir, store) = fresh();
-            contract::$case(&store).await;
-        }
-    )*};
-}
-
-contract_cases!(
-    broker_submission_creates_a_due_reminder,
-    redelivered_event_is_a_no_op,
-    approval_is_ignored,
-    stop_events_end_the_schedule,
-    stop_before_submission_stays_stopped,
-    member_submission_is_never_due,
-    claims_only_due_reminders_and_leases_them,
-    claims_respect_limit_and_due_order,
-    attempts_are_fenced_on_owner_and_number,
-    release_keeps_the_attempt_and_delays,
-    exhaustion_after_the_last_interval,
-    signature_during_a_claim_stops_after_the_record,
-    events_keep_the_lease,
-    refused_attempt_is_consumed,
-    due_backlog_counts_due_reminders,
-    check_and_name,
-);
+enrollstream_testkit::reminder_contract_tests!(store, (_dir, store) = fresh());
 
 /// Two stores on one file, as two scheduler processes would open it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,34 +12,7 @@ fn fresh() -> (TempDir, SqliteStore) {
     (dir, store)
 }
 
-macro_rules! contract_cases {
-    ($($case:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $case() {
-            let (_dir, store) = fresh();
-            contract::$case(&store).await;
-        }
-    )*};
-}
-
-contract_cases!(
-    apply_then_read_back,
-    redelivery_is_already_applied,
-    version_conflict_writes_nothing,
-    batch_chains_versions,
-    refused_change_does_not_block_batch,
-    applied_is_the_applied_subset,
-    entities_are_the_existing_subset,
-    outbox_in_creation_order,
-    outbox_ids_are_fences,
-    replay_records_outbox_as_published,
-    wait_applied_sees_a_concurrent_apply,
-    wait_applied_times_out,
-    wait_for_outbox_wakes_after_apply,
-    idempotency_reservations,
-    reset_keeps_idempotency,
-    check_and_name,
-);
+enrollstream_testkit::store_contract_tests!(store, (_dir, store) = fresh());
 
 #[tokio::test]
 async fn commits_survive_a_reopen() {

@@ -5,3 +5,68 @@
 pub mod bus;
 pub mod reminders;
 pub mod store;
+
+/// Expands to one `#[tokio::test]` per case of the store contract, so every adapter runs every
+/// case and a new case reaches all adapters at once. `store` names the binding the setup creates:
+/// `store_contract_tests!(store, (_dir, store) = fresh());`
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($store:ident, $pat:pat = $init:expr) => {
+        $crate::contract_tests!(store, $store, $pat = $init;
+            apply_then_read_back,
+            redelivery_is_already_applied,
+            version_conflict_writes_nothing,
+            batch_chains_versions,
+            refused_change_does_not_block_batch,
+            applied_is_the_applied_subset,
+            entities_are_the_existing_subset,
+            outbox_in_creation_order,
+            outbox_ids_are_fences,
+            replay_records_outbox_as_published,
+            wait_applied_sees_a_concurrent_apply,
+            wait_applied_times_out,
+            wait_for_outbox_wakes_after_apply,
+            idempotency_reservations,
+            reset_keeps_idempotency,
+            check_and_name,
+        );
+    };
+}
+
+/// The same for the reminder store contract (single-store cases; the two-store and restart
+/// cases need adapter-specific set-up and are called by hand).
+#[macro_export]
+macro_rules! reminder_contract_tests {
+    ($store:ident, $pat:pat = $init:expr) => {
+        $crate::contract_tests!(reminders, $store, $pat = $init;
+            broker_submission_creates_a_due_reminder,
+            redelivered_event_is_a_no_op,
+            approval_is_ignored,
+            stop_events_end_the_schedule,
+            stop_before_submission_stays_stopped,
+            member_submission_is_never_due,
+            claims_only_due_reminders_and_leases_them,
+            claims_respect_limit_and_due_order,
+            attempts_are_fenced_on_owner_and_number,
+            release_keeps_the_attempt_and_delays,
+            exhaustion_after_the_last_interval,
+            signature_during_a_claim_stops_after_the_record,
+            events_keep_the_lease,
+            refused_attempt_is_consumed,
+            due_backlog_counts_due_reminders,
+            check_and_name,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! contract_tests {
+    ($suite:ident, $store:ident, $pat:pat = $init:expr; $($case:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $case() {
+            let $pat = $init;
+            $crate::contract::$suite::$case(&$store).await;
+        }
+    )*};
+}
