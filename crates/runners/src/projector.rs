@@ -94,7 +94,6 @@ impl BatchHandler for Projector {
 
         let now = Utc::now();
         let mut changes = Vec::with_capacity(pending.len());
-        let mut change_index = Vec::with_capacity(pending.len());
         for p in pending {
             let key = (p.kind, p.event.entity_id().to_string());
             let state = current.get(&key).cloned().flatten();
@@ -120,7 +119,6 @@ impl BatchHandler for Projector {
                         outbox: projection.outbox,
                         replay: p.replay,
                     });
-                    change_index.push(p.index);
                 }
                 Err(ProjectionError::CorruptState(id, why)) => {
                     // Not the event's fault: stop here and retry rather than dead-letter good events.
@@ -158,7 +156,6 @@ impl BatchHandler for Projector {
                 }
             }
         }
-        debug_assert_eq!(change_index.len(), results.len());
         Ok(outcomes)
     }
 }
