@@ -8,6 +8,9 @@ use tempfile::TempDir;
 use super::process::{Launch, Process};
 use super::{binaries, scratch};
 
+/// tansu's SQLite database, in the broker's own directory.
+const TANSU_DB: &str = "tansu.db";
+
 /// A tansu broker storing in SQLite in its own directory; killed when dropped.
 pub struct Kafka {
     process: Process,
@@ -37,7 +40,7 @@ impl Kafka {
                     // Relative on purpose: tansu mangles an absolute path in this URL; the
                     // working directory is the broker's own directory.
                     "--storage-engine",
-                    "sqlite://tansu.db",
+                    &format!("sqlite://{TANSU_DB}"),
                 ]
                 .map(Into::into)
                 .to_vec(),
@@ -48,6 +51,12 @@ impl Kafka {
                 probe: |addr| api_versions(addr).map(drop),
                 logs: Vec::new(),
             })
+        })?;
+        index_headers(&path.join(TANSU_DB)).map_err(|error| {
+            anyhow::anyhow!(
+                "could not add the header index to tansu's database: {error:#}{}",
+                process.log_tail()
+            )
         })?;
         Ok(Kafka { process, _dir: dir })
     }
@@ -93,6 +102,21 @@ impl Kafka {
             )
         })
     }
+}
+
+/// tansu 0.6's SQLite schema has no index on `header (topition, offset_id)`, yet it looks up the
+/// headers of every fetched record by that pair (`header_fetch.sql`): each fetched record scans
+/// every header ever written, so fetching gets slower with every message produced (84 events/s
+/// after 20,000 CloudEvents with eight headers each; ~900/s with the index). The index changes no
+/// result, only the plan; `if not exists` keeps a restarted broker's database as it is.
+fn index_headers(db: &std::path::Path) -> anyhow::Result<()> {
+    let connection = rusqlite::Connection::open(db)?;
+    // tansu writes to the same file concurrently; wait for its write lock instead of failing.
+    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.execute_batch(
+        "create index if not exists enrollstream_header_record on header (topition, offset_id);",
+    )?;
+    Ok(())
 }
 
 /// One entry of an ApiVersions response.
