@@ -54,7 +54,7 @@ async fn main() {
     println!("tansu (sqlite storage), {PARTITIONS} partitions, {count} messages of {SIZE} bytes, extra {:?}", config.extra);
     report(
         "rdkafka produce",
-        throughput::produce(&config, raw, count, SIZE).await,
+        throughput::produce(&config, raw, count, SIZE, &[]).await,
     );
     let consumed = {
         let config = config.clone();

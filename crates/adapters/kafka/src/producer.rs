@@ -33,9 +33,9 @@ impl KafkaPublisher {
     }
 }
 
-fn headers(message: &OutboundMessage) -> OwnedHeaders {
-    message.headers.iter().fold(
-        OwnedHeaders::new_with_capacity(message.headers.len()),
+pub(crate) fn kafka_headers(headers: &[enrollstream_ports::Header]) -> OwnedHeaders {
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
         |headers, (key, value)| {
             headers.insert(Header {
                 key,
@@ -68,7 +68,7 @@ impl Publisher for KafkaPublisher {
             let mut record = FutureRecord::to(topic)
                 .key(message.key.as_str())
                 .payload(message.payload.as_slice())
-                .headers(headers(message));
+                .headers(kafka_headers(&message.headers));
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {

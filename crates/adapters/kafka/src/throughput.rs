@@ -3,7 +3,7 @@
 //! same numbers next to its own.
 
 use enrollstream_ports::StartFrom;
-use enrollstream_ports::{BusError, EventBus, OutboundMessage, SubscriptionSpec};
+use enrollstream_ports::{BusError, EventBus, Header, OutboundMessage, SubscriptionSpec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::future_producer::DeliveryFuture;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::config::KafkaConfig;
 use crate::context::Logging;
 use crate::errors::classify;
+use crate::producer::kafka_headers;
 
 /// How many messages (and bytes) went through in how long.
 #[derive(Clone, Copy, Debug)]
@@ -53,13 +54,15 @@ fn key(i: usize) -> String {
     format!("entity-{:05}", i % 10_000)
 }
 
-/// Produce `count` messages of `size` bytes to `topic` with the bus's producer settings
-/// (idempotent, `acks=all`), all in flight at once, and wait for every acknowledgement.
+/// Produce `count` messages of `size` bytes, each carrying `headers`, to `topic` with the bus's
+/// producer settings (idempotent, `acks=all`), all in flight at once, and wait for every
+/// acknowledgement. Headers matter: a broker may store them apart from the record (tansu does).
 pub async fn produce(
     config: &KafkaConfig,
     topic: &str,
     count: usize,
     size: usize,
+    headers: &[Header],
 ) -> Result<Rate, BusError> {
     let producer: FutureProducer<Logging> = config
         .producer()
@@ -73,6 +76,9 @@ pub async fn produce(
         let mut record = FutureRecord::to(topic)
             .key(key.as_str())
             .payload(payload.as_slice());
+        if !headers.is_empty() {
+            record = record.headers(kafka_headers(headers));
+        }
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
