@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p enrollstream-kafka --bench raw`; `ENROLLSTREAM_BENCH_MESSAGES` sets the count
 //! (default 200000), `ENROLLSTREAM_BENCH_KAFKA="linger.ms=20,compression.type=none"` adds
-//! librdkafka properties to try.
+//! librdkafka properties to try, `ENROLLSTREAM_BENCH_HEADERS=9` puts that many headers (of the
+//! size of a CloudEvents attribute) on every raw message.
 
 use enrollstream_kafka::throughput::{self, Rate};
 use enrollstream_kafka::{KafkaBus, KafkaConfig};
@@ -29,6 +30,17 @@ async fn main() {
         .ok()
         .map(|v| v.parse().expect("ENROLLSTREAM_BENCH_MESSAGES is a number"))
         .unwrap_or(200_000);
+    let headers: Vec<(String, String)> = (0..std::env::var("ENROLLSTREAM_BENCH_HEADERS")
+        .ok()
+        .map(|v| v.parse().expect("ENROLLSTREAM_BENCH_HEADERS is a number"))
+        .unwrap_or(0))
+        .map(|i| {
+            (
+                format!("ce_attribute{i}"),
+                "0195f3c2-7c1e-7a8b-9d3e-4f5a6b7c8d9e".into(),
+            )
+        })
+        .collect();
     let kafka = Kafka::start().unwrap_or_else(|e| panic!("tansu did not start: {e:#}"));
     let mut config = KafkaConfig {
         brokers: kafka.bootstrap(),
@@ -51,10 +63,10 @@ async fn main() {
     });
     bus.ensure_topics(&specs).await.expect("topics");
 
-    println!("tansu (sqlite storage), {PARTITIONS} partitions, {count} messages of {SIZE} bytes, extra {:?}", config.extra);
+    println!("tansu (sqlite storage), {PARTITIONS} partitions, {count} messages of {SIZE} bytes with {} headers, extra {:?}", headers.len(), config.extra);
     report(
         "rdkafka produce",
-        throughput::produce(&config, raw, count, SIZE, &[]).await,
+        throughput::produce(&config, raw, count, SIZE, &headers).await,
     );
     let consumed = {
         let config = config.clone();
