@@ -97,6 +97,51 @@ fn quote(i: u64) -> serde_json::Value {
     serde_json::json!({"customer_id": format!("C-{i}"), "product": "dental-basic", "amount_minor": 5000 + i, "currency": "USD"})
 }
 
+async fn outbox_backlog(client: &reqwest::Client, url: &str) -> u64 {
+    let ready: serde_json::Value = client
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ready["outbox_backlog"]
+        .as_u64()
+        .expect("readyz has outbox_backlog")
+}
+
+/// Every message on the broker, per topic (high minus low watermark of every partition).
+fn broker_messages(brokers: &str) -> (i64, Vec<(String, i64)>) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-watermarks")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(None, timeout).unwrap();
+    let per_topic: Vec<(String, i64)> = metadata
+        .topics()
+        .iter()
+        .map(|t| {
+            let messages = t
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let (low, high) = consumer
+                        .fetch_watermarks(t.name(), p.id(), timeout)
+                        .unwrap();
+                    high - low
+                })
+                .sum();
+            (t.name().to_string(), messages)
+        })
+        .filter(|(_, messages)| *messages > 0)
+        .collect();
+    (per_topic.iter().map(|(_, m)| m).sum(), per_topic)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -142,6 +187,17 @@ async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
         n as f64 / total.as_secs_f64(),
         total.as_secs_f64()
     );
+    if let Some(brokers) = kafka {
+        // The relay may still be publishing the last notifications; count once the outbox is empty.
+        while outbox_backlog(client, &url).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (produced, per_topic) = broker_messages(brokers);
+        println!(
+            "the broker holds {produced} messages, {:.2} per event: {per_topic:?}",
+            produced as f64 / n as f64
+        );
+    }
 }
 
 async fn latency(client: &reqwest::Client, kafka: Option<&str>) {
@@ -264,11 +320,28 @@ async fn raw_rates(bootstrap: &str) {
     };
     let bus = enrollstream_kafka::KafkaBus::new(config.clone()).expect("kafka bus");
     let quote = quote_message();
+    // tansu's produce rate of messages with headers depends on the batch size (batches of 100 beat
+    // the default 10,000 in `cargo bench -p enrollstream-kafka --bench raw`), so both are measured.
     let runs = [
-        ("raw-bench-bare", 600, Vec::new()),
-        ("raw-bench-cloudevents", quote.payload.len(), quote.headers),
+        ("raw-bench-bare", 600, Vec::new(), None),
+        (
+            "raw-bench-cloudevents",
+            quote.payload.len(),
+            quote.headers.clone(),
+            None,
+        ),
+        (
+            "raw-bench-cloudevents-100",
+            quote.payload.len(),
+            quote.headers,
+            Some(100),
+        ),
     ];
-    for (topic, size, headers) in runs {
+    for (topic, size, headers, batch) in runs {
+        let mut config = config.clone();
+        if let Some(batch) = batch {
+            config.batch_num_messages = batch;
+        }
         bus.ensure_topics(&[TopicSpec {
             name: topic.into(),
             partitions: 3,
@@ -289,8 +362,9 @@ async fn raw_rates(bootstrap: &str) {
             .expect("raw consume")
         };
         println!(
-            "raw rdkafka on this broker, {n} messages of {size} B with {} headers: produce {:.0} msgs/s, consume {:.0} msgs/s",
+            "raw rdkafka on this broker, {n} messages of {size} B with {} headers, batches of {}: produce {:.0} msgs/s, consume {:.0} msgs/s",
             headers.len(),
+            config.batch_num_messages,
             produced.per_second(),
             consumed.per_second()
         );
