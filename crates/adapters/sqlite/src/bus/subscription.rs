@@ -187,23 +187,30 @@ impl EmbeddedSubscription {
     /// Waits until a topic got new messages, the assignment changed, or the deadline passed
     /// (then `false`).
     async fn wait_for_change(&mut self, deadline: Instant) -> bool {
-        type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-        let waits: Vec<Wait<'_>> = self
-            .appended
-            .iter_mut()
-            .chain(std::iter::once(&mut self.generation))
-            .map(|rx| {
+        // Each wait answers whether it was the assignment that changed.
+        type Wait<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+        let rebalanced = std::iter::once(true).chain(std::iter::repeat(false));
+        let waits: Vec<Wait<'_>> = std::iter::once(&mut self.generation)
+            .chain(self.appended.iter_mut())
+            .zip(rebalanced)
+            .map(|(rx, rebalanced)| {
                 Box::pin(async move {
                     // A closed channel never signals again; leave it to the deadline.
                     if rx.changed().await.is_err() {
                         std::future::pending::<()>().await;
                     }
+                    rebalanced
                 }) as Wait<'_>
             })
             .collect();
-        tokio::time::timeout_at(deadline, futures::future::select_all(waits))
+        let woken = tokio::time::timeout_at(deadline, futures::future::select_all(waits))
             .await
-            .is_ok()
+            .map(|(rebalanced, _, _)| rebalanced);
+        // `changed` marked the new generation seen, so `poll` would not notice it any more.
+        if woken == Ok(true) {
+            self.stale = true;
+        }
+        woken.is_ok()
     }
 }
 
