@@ -77,7 +77,9 @@ impl Relay {
                 .or_default()
                 .push(message);
         }
-        for (topic, messages) in by_topic {
+        // The topics go out at once, so a bus that commits concurrent publishes together (the
+        // embedded one, Kafka's producer batches) pays one durable write for all of them.
+        let publishes = by_topic.into_iter().map(|(topic, messages)| async move {
             let n = messages.len() as u64;
             publisher
                 .publish(topic, messages)
@@ -85,7 +87,9 @@ impl Relay {
                 .map_err(|e| format!("publish to {topic}: {e}"))?;
             metrics::counter!("enrollstream_outbox_published_total", "topic" => topic.to_string())
                 .increment(n);
-        }
+            Ok::<_, String>(())
+        });
+        futures::future::try_join_all(publishes).await?;
         let ids: Vec<String> = pending.iter().map(|p| p.message.id.clone()).collect();
         self.store
             .mark_published(&ids)
