@@ -2,6 +2,8 @@
 //!
 //! - The log is `bus.db` in the data directory (WAL, `synchronous=FULL`): topics, messages
 //!   per (topic, partition, offset), and committed offsets per (group, topic, partition).
+//!   A transaction of offset commits alone is not fsync'ed (`writer`): losing one to a power
+//!   loss only means redelivery.
 //! - A key's partition is Kafka's murmur2 partition (`partitioner`), so a key lands in the same
 //!   partition here and on Kafka with `partitioner=murmur2_random`.
 //! - `publish` returns once its messages are fsync'ed; one writer thread commits everything

@@ -6,6 +6,8 @@ mod connection;
 mod failure;
 mod text;
 
-pub(crate) use connection::{check, immediate, open_durable, open_reader, open_writer};
+pub(crate) use connection::{
+    check, immediate, open_durable, open_reader, open_writer, relaxed, set_durability, Durability,
+};
 pub(crate) use failure::{blocking, create_data_dir, Failure, Result};
 pub(crate) use text::{json, parse_json, parse_time, time};

@@ -204,8 +204,14 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let ids = ids.to_vec();
-        self.write(move |_, conn| write::mark_published(conn, &ids, &time(Utc::now())))
-            .await
+        // Not fsync'ed: a mark lost to a power loss only makes the relay publish those messages
+        // again, with the same ids, which consumers dedupe (as after a crash before marking).
+        self.write(move |_, conn| {
+            sqlite::relaxed(conn, |conn| {
+                write::mark_published(conn, &ids, &time(Utc::now()))
+            })
+        })
+        .await
     }
 
     async fn wait_for_outbox(&self, max: Duration) {

@@ -10,6 +10,7 @@
 use super::log::{self, unavailable};
 use super::partitioner::partition_for;
 use super::wakeup::Wakeups;
+use crate::sqlite::{set_durability, Durability};
 use enrollstream_ports::{BusError, CommitPosition, OutboundMessage};
 use rusqlite::{Connection, TransactionBehavior};
 use std::collections::{HashMap, HashSet};
@@ -53,6 +54,17 @@ impl Command {
             Command::Check { .. } => 1,
         }
     }
+
+    /// How its transaction must commit. An offset commit needs no fsync: the effects it
+    /// acknowledges are durable before it is sent, so losing it to a power loss only delivers
+    /// those messages again, and redelivery is a no-op by design. A publish is acknowledged as
+    /// durable, and a topic's partition count must never change.
+    fn durability(&self) -> Durability {
+        match self {
+            Command::Append { .. } | Command::Topics { .. } => Durability::Durable,
+            Command::Commit { .. } | Command::Check { .. } => Durability::Relaxed,
+        }
+    }
 }
 
 /// Handle to the writer thread; the thread ends when the last handle is dropped.
@@ -70,6 +82,7 @@ impl Writer {
         let (commands, queue) = mpsc::channel(QUEUE);
         let thread = WriterThread {
             conn,
+            durability: Durability::Durable,
             default_partitions,
             wakeups,
             partitions: HashMap::new(),
@@ -128,6 +141,8 @@ impl Writer {
 
 struct WriterThread {
     conn: Connection,
+    /// The level the connection commits at now (`log::open_writer` leaves it `Durable`).
+    durability: Durability,
     default_partitions: i32,
     wakeups: Wakeups,
     /// Partition counts of committed topics; a topic's count never changes once created.
@@ -175,6 +190,15 @@ impl WriterThread {
     }
 
     fn write(&mut self, batch: &[Command]) -> rusqlite::Result<Written> {
+        let durability = if batch.iter().all(|c| c.durability() == Durability::Relaxed) {
+            Durability::Relaxed
+        } else {
+            Durability::Durable
+        };
+        if durability != self.durability {
+            set_durability(&self.conn, durability)?;
+            self.durability = durability;
+        }
         let timestamp_ms = now_ms();
         let tx = self
             .conn
@@ -319,6 +343,7 @@ mod tests {
         drop(sender);
         let thread = WriterThread {
             conn,
+            durability: Durability::Durable,
             default_partitions: 1,
             wakeups: Wakeups::default(),
             partitions: HashMap::new(),

@@ -13,7 +13,7 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection that writes. WAL lets readers run beside it; `synchronous=FULL` makes a commit
 /// that returned survive a power loss, which every writer of this crate relies on (the
 /// projector before it commits its bus offsets, the scheduler before it sends again, the bus
-/// before it acknowledges a publish).
+/// before it acknowledges a publish). Only writes whose loss a redo repairs commit `Relaxed`.
 pub(crate) fn open_durable(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
@@ -24,8 +24,42 @@ pub(crate) fn open_durable(path: &Path, busy_timeout: Duration) -> Result<Connec
             path.display()
         )));
     }
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    set_durability(&conn, Durability::Durable)?;
     Ok(conn)
+}
+
+/// How a commit reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `synchronous=FULL`: on disk (the WAL fsync'ed) when the commit returns.
+    Durable,
+    /// `synchronous=NORMAL`: in the WAL, not fsync'ed. It survives a crash of the process (the
+    /// WAL is in the OS's cache) and becomes durable with the next `Durable` commit on the file,
+    /// whose fsync covers every earlier frame; only a power loss before that can undo it. For
+    /// writes whose loss costs a redo that is a no-op, never for an effect.
+    Relaxed,
+}
+
+/// Not inside a transaction: SQLite refuses to change the level there.
+pub(crate) fn set_durability(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    let level = match durability {
+        Durability::Durable => "FULL",
+        Durability::Relaxed => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)
+}
+
+/// Runs `op`, whose commits are `Relaxed`, and restores `Durable` for every other writer of the
+/// connection. If the level cannot be restored the call fails; that happens only inside a
+/// transaction `op` could not end, where nothing else commits either.
+pub(crate) fn relaxed<T>(
+    conn: &mut Connection,
+    op: impl FnOnce(&mut Connection) -> Result<T>,
+) -> Result<T> {
+    set_durability(conn, Durability::Relaxed)?;
+    let done = op(conn);
+    set_durability(conn, Durability::Durable)?;
+    done
 }
 
 /// The writer of a store file, its schema brought up to date. Each entry of `migrations`
