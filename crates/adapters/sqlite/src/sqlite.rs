@@ -2,10 +2,12 @@
 //! durable connection, versioned schemas, failures and their classification, and the text
 //! forms of values.
 
+mod checkpoint;
 mod connection;
 mod failure;
 mod text;
 
+pub(crate) use checkpoint::Checkpointer;
 pub(crate) use connection::{
     check, immediate, open_durable, open_reader, open_writer, relaxed, set_durability, Durability,
 };

@@ -3,7 +3,8 @@
 //!
 //! rusqlite is blocking, so every call runs on tokio's blocking threads: writes share one
 //! connection behind a mutex (SQLite has one writer anyway), reads use their own connections
-//! and, thanks to WAL, never wait for a commit's fsync.
+//! and, thanks to WAL, never wait for a commit's fsync. A thread of its own copies the WAL back
+//! into the file (`Checkpointer`), so no write waits for a checkpoint either.
 
 mod read;
 mod readers;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::sqlite::{self, blocking, time};
+use crate::sqlite::{self, blocking, time, Checkpointer};
 use readers::Readers;
 use rows::{ChangeRow, IdempotencyRow};
 
@@ -49,6 +50,7 @@ pub struct SqliteStore {
 
 struct Shared {
     writer: Mutex<Connection>,
+    checkpoints: Checkpointer,
     readers: Readers,
     /// Bumped after every commit that applied an event.
     commits: watch::Sender<u64>,
@@ -66,10 +68,17 @@ impl SqliteStore {
         let path = data_dir.join("store.db");
         let writer = schema::open_writer(&path)?;
         purge_expired_idempotency(&writer)?;
+        let checkpoints = Checkpointer::start(&writer, &path).map_err(|e| {
+            StoreError::Fatal(format!(
+                "cannot start checkpoints of {}: {e}",
+                path.display()
+            ))
+        })?;
         let (commits, _) = watch::channel(0);
         Ok(Self {
             shared: Arc::new(Shared {
                 writer: Mutex::new(writer),
+                checkpoints,
                 readers: Readers::new(path),
                 commits,
                 outbox: Notify::new(),
@@ -89,7 +98,9 @@ impl SqliteStore {
                 .writer
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            op(&shared, &mut conn)
+            let done = op(&shared, &mut conn);
+            shared.checkpoints.committed();
+            done
         })
         .await
     }
