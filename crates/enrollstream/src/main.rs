@@ -7,6 +7,11 @@ mod telemetry;
 
 use clap::Parser;
 
+// Small short-lived allocations (JSON, CloudEvents, SQL rows) dominate; glibc's malloc spent a
+// quarter of the server's CPU on them (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
