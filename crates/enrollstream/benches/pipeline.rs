@@ -111,37 +111,6 @@ async fn outbox_backlog(client: &reqwest::Client, url: &str) -> u64 {
         .expect("readyz has outbox_backlog")
 }
 
-/// Every message on the broker, per topic (high minus low watermark of every partition).
-fn broker_messages(brokers: &str) -> (i64, Vec<(String, i64)>) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "bench-watermarks")
-        .create()
-        .unwrap();
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(None, timeout).unwrap();
-    let per_topic: Vec<(String, i64)> = metadata
-        .topics()
-        .iter()
-        .map(|t| {
-            let messages = t
-                .partitions()
-                .iter()
-                .map(|p| {
-                    let (low, high) = consumer
-                        .fetch_watermarks(t.name(), p.id(), timeout)
-                        .unwrap();
-                    high - low
-                })
-                .sum();
-            (t.name().to_string(), messages)
-        })
-        .filter(|(_, messages)| *messages > 0)
-        .collect();
-    (per_topic.iter().map(|(_, m)| m).sum(), per_topic)
-}
-
 /// One quote through to the read model before the clock starts: on Kafka the projector's group
 /// join takes seconds, which is start-up, not latency.
 async fn warm_up(client: &reqwest::Client, url: &str) {
@@ -219,7 +188,13 @@ async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
         while outbox_backlog(client, &url).await > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (produced, per_topic) = broker_messages(brokers);
+        let config = enrollstream_kafka::KafkaConfig {
+            brokers: brokers.to_string(),
+            ..Default::default()
+        };
+        let per_topic = enrollstream_kafka::throughput::messages_on(&config, None)
+            .expect("watermarks of the broker's topics");
+        let produced: i64 = per_topic.iter().map(|(_, messages)| messages).sum();
         println!(
             "the broker holds {produced} messages, {:.2} per event: {per_topic:?}",
             produced as f64 / n as f64

@@ -6,8 +6,6 @@
 mod support;
 
 use enrollstream_testkit::testbed::Kafka;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -69,33 +67,16 @@ impl Engine {
     }
 }
 
-/// The sum of every partition's high minus low watermark. Exact, unlike reading until quiet,
-/// which on Kafka cannot tell "the end" from "not yet".
+/// How many messages `topics` hold on the broker, summed.
 fn watermarks(kafka: &Kafka, topics: &[&str]) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
-        .set("group.id", "test-watermarks")
-        .create()
-        .expect("a consumer for watermarks");
-    let timeout = Duration::from_secs(10);
-    topics
-        .iter()
-        .map(|topic| {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), timeout)
-                .expect("topic metadata");
-            metadata.topics()[0]
-                .partitions()
-                .iter()
-                .map(|p| {
-                    let (low, high) = consumer
-                        .fetch_watermarks(topic, p.id(), timeout)
-                        .expect("watermarks");
-                    high - low
-                })
-                .sum::<i64>()
-        })
-        .sum()
+    let config = enrollstream_kafka::KafkaConfig {
+        brokers: kafka.bootstrap(),
+        ..Default::default()
+    };
+    let counts = enrollstream_kafka::throughput::messages_on(&config, Some(topics))
+        .expect("watermarks of the topics");
+    assert_eq!(counts.len(), topics.len(), "every topic exists: {counts:?}");
+    counts.iter().map(|(_, messages)| messages).sum()
 }
 
 async fn outbox_drained(app: &TestApp) {

@@ -243,3 +243,40 @@ pub async fn bus_consume(
         elapsed,
     })
 }
+
+/// How many messages each topic holds: the sum of its partitions' high minus low watermarks.
+/// `None` counts every topic with at least one message. Exact, unlike reading until quiet, which
+/// on Kafka cannot tell "the end" from "not yet". Blocking.
+pub fn messages_on(
+    config: &KafkaConfig,
+    topics: Option<&[&str]>,
+) -> Result<Vec<(String, i64)>, BusError> {
+    let consumer: BaseConsumer<Logging> = config
+        .consumer(
+            "enrollstream-watermarks",
+            &format!("{}-watermarks", config.client_id),
+        )
+        .create_with_context(Logging)
+        .map_err(|e| classify(&e))?;
+    let timeout = Duration::from_millis(config.request_timeout_ms);
+    let metadata = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| classify(&e))?;
+    let mut counts = Vec::new();
+    for topic in metadata.topics() {
+        if topics.is_some_and(|wanted| !wanted.contains(&topic.name())) {
+            continue;
+        }
+        let mut messages = 0;
+        for partition in topic.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic.name(), partition.id(), timeout)
+                .map_err(|e| classify(&e))?;
+            messages += high - low;
+        }
+        if topics.is_some() || messages > 0 {
+            counts.push((topic.name().to_string(), messages));
+        }
+    }
+    Ok(counts)
+}
