@@ -8,7 +8,8 @@
 //!    `?after=EVENT_ID`, which the store answers as soon as the event is applied).
 //!
 //! `cargo bench -p enrollstream --bench pipeline` (env: BENCH_EVENTS, BENCH_CONCURRENCY,
-//! BENCH_RATE, BENCH_SECONDS, BENCH_SERVE_ARGS for extra `serve` arguments). With
+//! BENCH_RATE, BENCH_SECONDS, BENCH_SERVE_ARGS for extra `serve` arguments,
+//! BENCH_LATENCY_TRACE=FILE for every request's latencies). With
 //! `BENCH_KAFKA=1` the same runs go through a fresh Kafka-protocol broker (tansu, from the test
 //! bed) with the SQLite store, after the broker's raw rdkafka produce and consume rates on the
 //! same topic layout (bare messages, and messages shaped like a quote event with its CloudEvents
@@ -240,15 +241,29 @@ async fn latency(client: &reqwest::Client, kafka: Option<&str>) {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200);
-            (accepted - sent, accepted.elapsed())
+            (accepted - sent, accepted.elapsed(), sent)
         }));
     }
     let (mut accept, mut persisted, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    // One line per request (seconds since the first, request→202 ms, 202→read model ms), to see
+    // whether slow requests come together (a stall) or spread out.
+    let mut trace = String::from("sent_s accept_ms persisted_ms\n");
+    let mut first = None;
     for t in tasks {
-        let (a, p) = t.await.unwrap();
+        let (a, p, sent) = t.await.unwrap();
+        let first = *first.get_or_insert(sent);
+        trace.push_str(&format!(
+            "{:.4} {:.3} {:.3}\n",
+            (sent - first).as_secs_f64(),
+            a.as_secs_f64() * 1e3,
+            p.as_secs_f64() * 1e3
+        ));
         accept.push(a);
         persisted.push(p);
         total.push(a + p);
+    }
+    if let Ok(path) = std::env::var("BENCH_LATENCY_TRACE") {
+        std::fs::write(&path, trace).expect("BENCH_LATENCY_TRACE is writable");
     }
     accept.sort();
     persisted.sort();

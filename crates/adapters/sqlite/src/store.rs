@@ -10,6 +10,7 @@ mod read;
 mod readers;
 mod rows;
 mod schema;
+mod waiters;
 mod write;
 
 use async_trait::async_trait;
@@ -25,20 +26,21 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::sqlite::{self, blocking, time, Checkpointer};
 use readers::Readers;
 use rows::{ChangeRow, IdempotencyRow};
+use waiters::Waiters;
 
 /// How long the API promises to remember an idempotency key.
 fn idempotency_ttl() -> chrono::Duration {
     chrono::Duration::hours(24)
 }
 
-/// `wait_applied` wakes on every commit of this process at once; events applied by another
-/// process on the same file (roles run apart) are seen at the latest this much later.
+/// `wait_applied` wakes as soon as this process commits the event; an event applied by another
+/// process on the same file (roles run apart) is seen at the latest this much later.
 const OTHER_PROCESS_RECHECK: Duration = Duration::from_millis(250);
 
 /// Reservations between two purges of expired idempotency keys.
@@ -52,8 +54,8 @@ struct Shared {
     writer: Mutex<Connection>,
     checkpoints: Checkpointer,
     readers: Readers,
-    /// Bumped after every commit that applied an event.
-    commits: watch::Sender<u64>,
+    /// Reads waiting for an event to be applied (read-your-writes).
+    waiters: Waiters,
     /// Signalled after every commit that recorded outbox messages to publish.
     outbox: Notify,
     reservations: AtomicU64,
@@ -74,13 +76,12 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        let (commits, _) = watch::channel(0);
         Ok(Self {
             shared: Arc::new(Shared {
                 writer: Mutex::new(writer),
                 checkpoints,
                 readers: Readers::new(path),
-                commits,
+                waiters: Waiters::default(),
                 outbox: Notify::new(),
                 reservations: AtomicU64::new(0),
             }),
@@ -124,10 +125,14 @@ fn purge_expired_idempotency(conn: &Connection) -> Result<(), StoreError> {
 }
 
 impl Shared {
-    fn signal(&self, applied: &write::Applied) {
-        if applied.any_applied {
-            self.commits.send_modify(|n| *n = n.wrapping_add(1));
-        }
+    fn signal(&self, rows: &[ChangeRow], applied: &write::Applied) {
+        // A conflict left its event unapplied: its waiters keep waiting for the retry.
+        let in_log = rows
+            .iter()
+            .zip(&applied.outcomes)
+            .filter(|(_, outcome)| !matches!(outcome, ApplyOutcome::Conflict { .. }))
+            .map(|(row, _)| row.event_id.as_str());
+        self.waiters.applied(in_log);
         if applied.new_outbox {
             // Wake every relay waiting now, and leave one permit for a relay that looked at the
             // outbox just before this commit and is about to wait.
@@ -167,7 +172,7 @@ impl Store for SqliteStore {
             .collect::<sqlite::Result<Vec<_>>>()?;
         self.write(move |shared, conn| {
             let applied = write::apply(conn, &rows, &time(Utc::now()))?;
-            shared.signal(&applied);
+            shared.signal(&rows, &applied);
             Ok(applied.outcomes)
         })
         .await
@@ -181,9 +186,8 @@ impl Store for SqliteStore {
 
     async fn wait_applied(&self, event_id: &str, timeout: Duration) -> Result<bool, StoreError> {
         let deadline = Instant::now() + timeout;
-        // Subscribed before the first check: a commit between the check and the wait is not lost.
-        let mut commits = self.shared.commits.subscribe();
         loop {
+            let mut waiter = self.shared.waiters.register(event_id);
             let id = event_id.to_string();
             if self.read(move |conn| read::is_applied(conn, &id)).await? {
                 return Ok(true);
@@ -194,8 +198,8 @@ impl Store for SqliteStore {
             }
             let recheck = (deadline - now).min(OTHER_PROCESS_RECHECK);
             tokio::select! {
-                // The sender lives in `shared`, which `self` keeps alive.
-                _ = commits.changed() => {}
+                // Sent by the commit that applies the event (the map lives as long as `self`).
+                _ = &mut waiter.woken => {}
                 _ = tokio::time::sleep(recheck) => {}
             }
         }

@@ -70,3 +70,25 @@ async fn expired_idempotency_keys_are_forgotten() {
         Reservation::Existing(Box::new(fresh_key.clone()))
     );
 }
+
+/// Roles run apart share the file: a read waiting in one process sees an event another one
+/// applied, although no commit of its own wakes it (it re-checks the file).
+#[tokio::test]
+async fn wait_applied_sees_an_apply_by_another_store_on_the_file() {
+    let (dir, projector) = fresh();
+    let api = SqliteStore::open(dir.path()).expect("a second store on the same directory");
+    let change = fixtures::new_quote();
+    let id = change.event.event_id.clone();
+    let (seen, outcomes) = tokio::join!(
+        api.wait_applied(&id, std::time::Duration::from_secs(10)),
+        projector.apply(std::slice::from_ref(&change))
+    );
+    assert_eq!(
+        outcomes.unwrap(),
+        vec![enrollstream_ports::ApplyOutcome::Applied]
+    );
+    assert!(
+        seen.unwrap(),
+        "the waiting store must see the other store's apply"
+    );
+}

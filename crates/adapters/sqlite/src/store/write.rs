@@ -9,7 +9,6 @@ use crate::sqlite::{immediate, Result};
 /// What a batch did, for the outcomes and for waking waiters after the commit.
 pub(crate) struct Applied {
     pub outcomes: Vec<ApplyOutcome>,
-    pub any_applied: bool,
     pub new_outbox: bool,
 }
 
@@ -22,7 +21,6 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> 
     let tx = immediate(conn)?;
     let mut applied = Applied {
         outcomes: Vec::with_capacity(changes.len()),
-        any_applied: false,
         new_outbox: false,
     };
     {
@@ -94,7 +92,6 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> 
                 ])?;
                 applied.new_outbox |= inserted > 0 && !c.replay;
             }
-            applied.any_applied = true;
             applied.outcomes.push(ApplyOutcome::Applied);
         }
     }
