@@ -8,9 +8,15 @@
 //! id index takes random inserts), so there it checkpointed every few batches, in the
 //! projector's and the relay's way. Here a thread of its own checkpoints the file at most
 //! every `INTERVAL` while commits come in (`PASSIVE`: it never blocks the writer or a reader),
-//! so the writer never pays for it and each page is copied once per interval. The writer's own
-//! automatic checkpoint stays armed far above what one interval writes, should this thread
-//! ever fall behind.
+//! so the writer never pays for it and each page is copied once per interval.
+//!
+//! The price: SQLite starts a WAL over from its beginning only when a write transaction begins
+//! on a WAL that is copied in full, and under steady commits some always land while this thread
+//! copies. So the WAL grows to `WRITER_FALLBACK_PAGES` (128 MiB), where the writer's own
+//! automatic checkpoint copies the short rest and the WAL starts over; from then on the file
+//! is reused at that size. Copying the rest with commits held off every interval kept the WAL
+//! small, but held the writer 10-20 ms each time (an fsync of the database file) and did not
+//! improve the pipeline bench's latency measurably (docs/benchmarks.md).
 //!
 //! Not for `bus.db`: its batches touch a few pages each, its checkpoints are small, and
 //! measured with the pipeline bench, moving them to a thread only added latency to publishes.
