@@ -39,8 +39,9 @@ fn idempotency_ttl() -> chrono::Duration {
     chrono::Duration::hours(24)
 }
 
-/// `wait_applied` wakes as soon as this process commits the event; an event applied by another
-/// process on the same file (roles run apart) is seen at the latest this much later.
+/// `wait_applied` wakes as soon as this store commits the event; an event applied through
+/// another connection to the file (another `SqliteStore` on it) is seen at the latest this much
+/// later.
 const OTHER_PROCESS_RECHECK: Duration = Duration::from_millis(250);
 
 /// Reservations between two purges of expired idempotency keys.

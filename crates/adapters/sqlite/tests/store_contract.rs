@@ -71,8 +71,8 @@ async fn expired_idempotency_keys_are_forgotten() {
     );
 }
 
-/// Roles run apart share the file: a read waiting in one process sees an event another one
-/// applied, although no commit of its own wakes it (it re-checks the file).
+/// A read waiting on one store sees an event applied through another store on the same file,
+/// although no commit of its own wakes it (it re-checks the file).
 #[tokio::test]
 async fn wait_applied_sees_an_apply_by_another_store_on_the_file() {
     let (dir, projector) = fresh();
