@@ -24,6 +24,8 @@ use crate::config::Config;
 pub struct Adapters {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
+    /// The store again when it is MongoDB: the reminder store shares its client.
+    mongodb: Option<Arc<enrollstream_mongodb::MongoStore>>,
     /// Held for the life of the process: the embedded adapters serve one process only.
     _lock: Option<File>,
 }
@@ -35,22 +37,21 @@ pub async fn open_adapters(config: &Config) -> anyhow::Result<Adapters> {
     } else {
         None
     };
-    let store: Arc<dyn Store> = match &config.mongodb {
-        Some(m) => {
-            let store = enrollstream_mongodb::MongoStore::connect_with(
-                &m.uri,
-                &m.database,
-                mongo_settings(m),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to MongoDB at {}",
-                    crate::config::redact_uri(&m.uri)
-                )
-            })?;
-            Arc::new(store)
-        }
+    let mongodb = match &config.mongodb {
+        Some(m) => Some(Arc::new(
+            enrollstream_mongodb::MongoStore::connect_with(&m.uri, &m.database, mongo_settings(m))
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot connect to MongoDB at {}",
+                        crate::config::redact_uri(&m.uri)
+                    )
+                })?,
+        )),
+        None => None,
+    };
+    let store: Arc<dyn Store> = match &mongodb {
+        Some(store) => store.clone(),
         None => Arc::new(
             enrollstream_sqlite::store::SqliteStore::open(&config.data_dir).with_context(|| {
                 format!("cannot open the store in {}", config.data_dir.display())
@@ -79,6 +80,7 @@ pub async fn open_adapters(config: &Config) -> anyhow::Result<Adapters> {
     Ok(Adapters {
         store,
         bus,
+        mongodb,
         _lock: lock,
     })
 }
@@ -156,24 +158,18 @@ fn spawn_deliveries(
     Ok(())
 }
 
-/// Where reminder state lives: beside the read model, in the same engine.
+/// Where reminder state lives: beside the read model, in the same engine (on MongoDB, through
+/// the store's client).
 async fn open_reminders(
     config: &Config,
+    adapters: &Adapters,
 ) -> anyhow::Result<Arc<dyn enrollstream_ports::reminders::ReminderStore>> {
-    Ok(match &config.mongodb {
-        Some(m) => Arc::new(
-            enrollstream_mongodb::MongoReminderStore::connect_with(
-                &m.uri,
-                &m.database,
-                mongo_settings(m),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect the reminder store to MongoDB at {}",
-                    crate::config::redact_uri(&m.uri)
-                )
-            })?,
+    Ok(match &adapters.mongodb {
+        Some(store) => Arc::new(
+            store
+                .reminder_store()
+                .await
+                .context("cannot open the reminder store in MongoDB")?,
         ),
         None => Arc::new(
             enrollstream_sqlite::reminders::SqliteReminderStore::open(&config.data_dir)
@@ -280,7 +276,7 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         };
         tasks.spawn(relay.run());
     }
-    let reminder_store = open_reminders(&config).await?;
+    let reminder_store = open_reminders(&config, &adapters).await?;
     if roles.contains(&Role::Reminders) {
         let reminder_db = &reminder_store;
         let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);

@@ -56,6 +56,14 @@ impl MongoReminderStore {
         let database = crate::store::client(uri, &settings)
             .await?
             .database(database);
+        Self::on(database, settings).await
+    }
+
+    /// On a database whose client is already open (see [`crate::MongoStore::reminder_store`]).
+    pub(crate) async fn on(
+        database: Database,
+        settings: MongoSettings,
+    ) -> Result<Self, StoreError> {
         let collection_options = CollectionOptions::builder()
             // A recorded attempt survives a failover: it is never sent twice for that reason.
             .write_concern(write_concern())

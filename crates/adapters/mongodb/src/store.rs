@@ -99,6 +99,12 @@ impl MongoStore {
         Ok(store)
     }
 
+    /// The reminder store on this store's client and database, so one process keeps one
+    /// connection pool (and one set of server monitors) to MongoDB, not one per store.
+    pub async fn reminder_store(&self) -> Result<crate::MongoReminderStore, StoreError> {
+        crate::MongoReminderStore::on(self.db.database.clone(), self.settings.clone()).await
+    }
+
     async fn bounded<T>(
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
