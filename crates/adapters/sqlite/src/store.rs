@@ -14,7 +14,6 @@ mod waiters;
 mod write;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use enrollstream_domain::EntityKind;
 use enrollstream_ports::{
     ApplyOutcome, Change, EntityRecord, IdempotencyRecord, Reservation, Store, StoreError,
@@ -172,7 +171,7 @@ impl Store for SqliteStore {
             .map(ChangeRow::encode)
             .collect::<sqlite::Result<Vec<_>>>()?;
         self.write(move |shared, conn| {
-            let applied = write::apply(conn, &rows, &time(Utc::now()))?;
+            let applied = write::apply(conn, &rows)?;
             shared.signal(&rows, &applied);
             Ok(applied.outcomes)
         })
@@ -222,12 +221,8 @@ impl Store for SqliteStore {
         let ids = ids.to_vec();
         // Not fsync'ed: a mark lost to a power loss only makes the relay publish those messages
         // again, with the same ids, which consumers dedupe (as after a crash before marking).
-        self.write(move |_, conn| {
-            sqlite::relaxed(conn, |conn| {
-                write::mark_published(conn, &ids, &time(Utc::now()))
-            })
-        })
-        .await
+        self.write(move |_, conn| sqlite::relaxed(conn, |conn| write::mark_published(conn, &ids)))
+            .await
     }
 
     async fn wait_for_outbox(&self, max: Duration) {

@@ -73,18 +73,14 @@ pub(crate) fn event_log(conn: &Connection, kind: EntityKind, id: &str) -> Result
 /// Creation order (`seq`) is also per-entity order, since an entity's changes commit in order.
 pub(crate) fn pending_outbox(conn: &Connection, limit: usize) -> Result<Vec<StoredOutboxMessage>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?1"
+        "SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY seq LIMIT ?1"
     ))?;
     let rows = stmt.query_map([int("limit", limit as u64)?], OutboxReadRow::read)?;
     rows.map(|row| row?.decode()).collect()
 }
 
 pub(crate) fn outbox_backlog(conn: &Connection) -> Result<u64> {
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-        [],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
     // count(*) is never negative.
     Ok(n as u64)
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::sqlite::{self, Result};
 
 /// Each entry migrates from version `index` to `index + 1`; append, never edit.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE event_log (
         event_id    TEXT PRIMARY KEY,
         entity_kind TEXT NOT NULL,
@@ -51,10 +52,48 @@ const MIGRATIONS: &[&str] = &[r#"
         created_at  TEXT NOT NULL
     );
     CREATE INDEX idempotency_created_at ON idempotency (created_at);
-"#];
+"#,
+    // The outbox became a queue: the relay deletes what it published. Published rows were only
+    // history (the notification topics keep that), yet each mark rewrote a large row, and the
+    // rows made store.db grow by about 2 KB per event.
+    r#"
+    DELETE FROM outbox WHERE published_at IS NOT NULL;
+    DROP INDEX outbox_unpublished;
+    ALTER TABLE outbox DROP COLUMN published_at;
+"#,
+];
 
 /// The one connection that writes (durable commits: the projector relies on them before it
 /// commits its bus offsets), the schema brought up to date.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection> {
     sqlite::open_writer(path, MIGRATIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_migration_keeps_only_unpublished_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let v1 = sqlite::open_writer(&path, &MIGRATIONS[..1]).unwrap();
+            v1.execute_batch(
+                "INSERT INTO outbox (id, topic, key, event, event_id, created_at, published_at)
+                 VALUES ('sent', 't', 'k', '{}', 'e1', 'now', 'now'),
+                        ('waiting', 't', 'k', '{}', 'e2', 'now', NULL);",
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        let ids: Vec<String> = conn
+            .prepare("SELECT id FROM outbox ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(ids, ["waiting"]);
+    }
 }

@@ -17,7 +17,7 @@ pub(crate) struct Applied {
 /// that is refused leaves no trace and never stops the next one. An SQL error aborts the whole
 /// batch (the transaction rolls back on drop), and the caller retries it: every change in it is
 /// fenced by its event id.
-pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> Result<Applied> {
+pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow]) -> Result<Applied> {
     let tx = immediate(conn)?;
     let mut applied = Applied {
         outcomes: Vec::with_capacity(changes.len()),
@@ -39,8 +39,8 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> 
              last_event_id = excluded.last_event_id, updated_at = excluded.updated_at",
         )?;
         let mut outbox = tx.prepare_cached(
-            "INSERT OR IGNORE INTO outbox (id, topic, key, event, event_id, created_at, published_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR IGNORE INTO outbox (id, topic, key, event, event_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for c in changes {
             if seen.exists([&c.event_id])? {
@@ -78,9 +78,10 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> 
                 c.event_id,
                 c.recorded_at,
             ])?;
-            // A replay records its messages as published so a rebuild never fires them again.
-            let published_at = c.replay.then_some(now);
-            for m in &c.outbox {
+            // A replayed event's messages were published when it was first projected: a rebuild
+            // leaves them out, so it never fires them again.
+            let outbox_messages = if c.replay { &[][..] } else { &c.outbox[..] };
+            for m in outbox_messages {
                 let inserted = outbox.execute(params![
                     m.id,
                     m.topic,
@@ -88,9 +89,8 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> 
                     m.event,
                     c.event_id,
                     c.recorded_at,
-                    published_at,
                 ])?;
-                applied.new_outbox |= inserted > 0 && !c.replay;
+                applied.new_outbox |= inserted > 0;
             }
             applied.outcomes.push(ApplyOutcome::Applied);
         }
@@ -99,14 +99,13 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow], now: &str) -> 
     Ok(applied)
 }
 
-pub(crate) fn mark_published(conn: &mut Connection, ids: &[String], now: &str) -> Result<()> {
+/// Published messages leave the outbox: it is a queue, the notification topics are the history.
+pub(crate) fn mark_published(conn: &mut Connection, ids: &[String]) -> Result<()> {
     let tx = immediate(conn)?;
     {
-        let mut mark = tx.prepare_cached(
-            "UPDATE outbox SET published_at = ?2 WHERE id = ?1 AND published_at IS NULL",
-        )?;
+        let mut mark = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
         for id in ids {
-            mark.execute(params![id, now])?;
+            mark.execute([id])?;
         }
     }
     tx.commit()?;
