@@ -4,6 +4,7 @@
 //! Structured mode (`content-type: application/cloudevents+json`) is accepted on input.
 
 use enrollstream_domain::envelope::{CloudEvent, JSON};
+use enrollstream_domain::notification::OutboxMessage;
 use enrollstream_domain::ValidationError;
 
 use crate::bus::{Header, InboundMessage, OutboundMessage};
@@ -50,6 +51,13 @@ pub fn encode(event: &CloudEvent) -> OutboundMessage {
         headers,
         payload: serde_json::to_vec(&event.data).expect("JSON value serialises"),
     }
+}
+
+/// An outbox message as it goes on the bus: its event encoded, keyed as recorded.
+pub fn encode_outbox(message: &OutboxMessage) -> OutboundMessage {
+    let mut encoded = encode(&message.event);
+    encoded.key.clone_from(&message.key);
+    encoded
 }
 
 /// Decode a bus message into a CloudEvent, naming what is missing or malformed.

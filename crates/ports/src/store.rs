@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrollstream_domain::notification::OutboxMessage;
 use enrollstream_domain::{CloudEvent, EntityKind};
+
+use crate::bus::OutboundMessage;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -77,11 +79,29 @@ pub enum ApplyOutcome {
     },
 }
 
+/// A recorded outbox message as the relay publishes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredOutboxMessage {
-    pub message: OutboxMessage,
+    /// The message id (deterministic, derived from the causing event id).
+    pub id: String,
+    pub topic: String,
+    /// Ready to publish: the CloudEvent in the bus binding (`codec::encode_outbox`). Stores keep
+    /// it encoded where they can, so the relay neither parses nor re-encodes it.
+    pub message: OutboundMessage,
     pub event_id: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl StoredOutboxMessage {
+    pub fn encode(message: &OutboxMessage, event_id: &str, created_at: DateTime<Utc>) -> Self {
+        Self {
+            id: message.id.clone(),
+            topic: message.topic.clone(),
+            message: crate::codec::encode_outbox(message),
+            event_id: event_id.to_string(),
+            created_at,
+        }
+    }
 }
 
 /// A remembered API write, keyed by the client's `Idempotency-Key`.

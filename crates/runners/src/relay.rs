@@ -2,7 +2,7 @@
 //! after publishing and before marking publishes them again on restart, with the same ids
 //! (deterministic), which consumers dedupe; nothing recorded is ever lost.
 
-use enrollstream_ports::{codec, EventBus, HealthRegistry, Store};
+use enrollstream_ports::{EventBus, HealthRegistry, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,29 +68,23 @@ impl Relay {
         }
         // Per topic, in creation order: a key's messages stay in order because one publish call
         // keeps per-key order and topics are independent.
-        let mut by_topic: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-        for p in &pending {
-            let mut message = codec::encode(&p.message.event);
-            message.key = p.message.key.clone();
-            by_topic
-                .entry(p.message.topic.as_str())
-                .or_default()
-                .push(message);
+        let ids: Vec<String> = pending.iter().map(|p| p.id.clone()).collect();
+        let mut by_topic: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for p in pending {
+            by_topic.entry(p.topic).or_default().push(p.message);
         }
         // The topics go out at once, so a bus that commits concurrent publishes together (the
         // embedded one, Kafka's producer batches) pays one durable write for all of them.
         let publishes = by_topic.into_iter().map(|(topic, messages)| async move {
             let n = messages.len() as u64;
             publisher
-                .publish(topic, messages)
+                .publish(&topic, messages)
                 .await
                 .map_err(|e| format!("publish to {topic}: {e}"))?;
-            metrics::counter!("enrollstream_outbox_published_total", "topic" => topic.to_string())
-                .increment(n);
+            metrics::counter!("enrollstream_outbox_published_total", "topic" => topic).increment(n);
             Ok::<_, String>(())
         });
         futures::future::try_join_all(publishes).await?;
-        let ids: Vec<String> = pending.iter().map(|p| p.message.id.clone()).collect();
         self.store
             .mark_published(&ids)
             .await

@@ -46,7 +46,7 @@
 use std::collections::{HashMap, HashSet};
 
 use enrollstream_domain::ids::new_id;
-use enrollstream_ports::{ApplyOutcome, Change, StoreError, StoredOutboxMessage};
+use enrollstream_ports::{ApplyOutcome, Change, StoreError};
 use mongodb::bson::{doc, Bson, Document};
 
 use crate::codec::{date, entity_key, event_doc, int, to_bson, Fields, OutboxEntry};
@@ -218,11 +218,9 @@ impl<'a> Round<'a> {
                             && taken.insert(m.id.as_str())
                     })
                     .map(|(position, m)| OutboxEntry {
-                        stored: StoredOutboxMessage {
-                            message: m.clone(),
-                            event_id: c.event.event_id.clone(),
-                            created_at: c.event.recorded_at,
-                        },
+                        message: m.clone(),
+                        event_id: c.event.event_id.clone(),
+                        created_at: c.event.recorded_at,
                         seq: seq.clone(),
                         position: position as u64,
                         published: c.replay,

@@ -183,7 +183,10 @@ pub(crate) fn entity_from(doc: &Document) -> Result<EntityRecord, StoreError> {
 /// One element of an entity's embedded outbox.
 #[derive(Clone, Debug)]
 pub(crate) struct OutboxEntry {
-    pub(crate) stored: StoredOutboxMessage,
+    /// Kept as a CloudEvent (readable in the document); encoded for the bus when read.
+    pub(crate) message: OutboxMessage,
+    pub(crate) event_id: String,
+    pub(crate) created_at: DateTime<Utc>,
     /// When the store recorded it: a time-ordered id (UUIDv7) taken at the write, so that the
     /// outbox reads back in the order changes were applied, whatever their `recorded_at`. The
     /// position in its change orders messages of one change.
@@ -194,14 +197,14 @@ pub(crate) struct OutboxEntry {
 
 impl OutboxEntry {
     pub(crate) fn to_doc(&self) -> Result<Document, StoreError> {
-        let m = &self.stored.message;
+        let m = &self.message;
         Ok(doc! {
             "id": &m.id,
             "topic": &m.topic,
             "key": &m.key,
             "event": to_bson(&m.event)?,
-            "event_id": &self.stored.event_id,
-            "created_at": date(self.stored.created_at),
+            "event_id": &self.event_id,
+            "created_at": date(self.created_at),
             "seq": &self.seq,
             "position": int(self.position)?,
             "published": self.published,
@@ -214,20 +217,22 @@ impl OutboxEntry {
             .ok_or_else(|| corrupt("outbox message", format!("not a document: {value}")))?;
         let f = Fields::new(doc, "outbox message");
         Ok(Self {
-            stored: StoredOutboxMessage {
-                message: OutboxMessage {
-                    id: f.str("id")?.to_string(),
-                    topic: f.str("topic")?.to_string(),
-                    key: f.str("key")?.to_string(),
-                    event: f.json("event")?,
-                },
-                event_id: f.str("event_id")?.to_string(),
-                created_at: f.date("created_at")?,
+            message: OutboxMessage {
+                id: f.str("id")?.to_string(),
+                topic: f.str("topic")?.to_string(),
+                key: f.str("key")?.to_string(),
+                event: f.json("event")?,
             },
+            event_id: f.str("event_id")?.to_string(),
+            created_at: f.date("created_at")?,
             seq: f.str("seq")?.to_string(),
             position: f.u64("position")?,
             published: f.bool("published")?,
         })
+    }
+
+    pub(crate) fn to_stored(&self) -> StoredOutboxMessage {
+        StoredOutboxMessage::encode(&self.message, &self.event_id, self.created_at)
     }
 
     /// Oldest first, as recorded.

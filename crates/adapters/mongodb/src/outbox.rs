@@ -65,7 +65,7 @@ pub(crate) async fn pending(db: &Db, limit: usize) -> Result<Vec<StoredOutboxMes
     }
     entries.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     entries.truncate(limit);
-    Ok(entries.into_iter().map(|m| m.stored).collect())
+    Ok(entries.iter().map(OutboxEntry::to_stored).collect())
 }
 
 pub(crate) async fn mark_published(db: &Db, ids: &[String]) -> Result<(), StoreError> {
@@ -87,9 +87,9 @@ pub(crate) async fn mark_published(db: &Db, ids: &[String]) -> Result<(), StoreE
         let id = Fields::new(d, "entity").str("_id")?;
         let mut oldest_left: Option<String> = None;
         for m in outbox_of(d)?.into_iter().filter(|m| !m.published) {
-            if wanted.contains(m.stored.message.id.as_str()) {
+            if wanted.contains(m.message.id.as_str()) {
                 statements.push(Statement {
-                    filter: doc! { "_id": id, "outbox.id": &m.stored.message.id },
+                    filter: doc! { "_id": id, "outbox.id": &m.message.id },
                     update: doc! { "$set": { "outbox.$.published": true } },
                     upsert: false,
                 });

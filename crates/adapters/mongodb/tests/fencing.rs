@@ -52,7 +52,7 @@ fn outbox_ids(changes: &[Change]) -> Vec<String> {
 
 async fn pending_ids(store: &MongoStore) -> Vec<String> {
     let pending = store.pending_outbox(10_000).await.expect("pending_outbox");
-    pending.into_iter().map(|m| m.message.id).collect()
+    pending.into_iter().map(|m| m.id).collect()
 }
 
 fn event_ids(changes: &[Change]) -> Vec<String> {

@@ -8,7 +8,8 @@
 pub mod fixtures;
 
 use enrollstream_ports::{
-    ApplyOutcome, Change, IdempotencyRecord, Reservation, Store, StoreError, StoredOutboxMessage,
+    codec, ApplyOutcome, Change, IdempotencyRecord, Reservation, Store, StoreError,
+    StoredOutboxMessage,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -54,7 +55,7 @@ fn outbox_ids(changes: &[&Change]) -> Vec<String> {
 }
 
 fn pending_ids(pending: &[StoredOutboxMessage]) -> Vec<String> {
-    pending.iter().map(|m| m.message.id.clone()).collect()
+    pending.iter().map(|m| m.id.clone()).collect()
 }
 
 /// The entity and its event log read back exactly as the changes wrote them.
@@ -344,16 +345,17 @@ pub async fn outbox_in_creation_order(store: &dyn Store) {
     for stored in &all {
         let change = sources
             .iter()
-            .find(|c| c.outbox.iter().any(|m| m.id == stored.message.id))
+            .find(|c| c.outbox.iter().any(|m| m.id == stored.id))
             .expect("every pending message comes from an applied change");
         let original = change
             .outbox
             .iter()
-            .find(|m| m.id == stored.message.id)
+            .find(|m| m.id == stored.id)
             .expect("found");
         assert_eq!(
-            &stored.message, original,
-            "an outbox message reads back as recorded"
+            (&stored.topic, &stored.message),
+            (&original.topic, &codec::encode_outbox(original)),
+            "an outbox message reads back as recorded, encoded for the bus"
         );
         assert_eq!(
             stored.event_id, change.event.event_id,

@@ -3,7 +3,8 @@
 use enrollstream_domain::notification::OutboxMessage;
 use enrollstream_domain::{CloudEvent, EntityKind};
 use enrollstream_ports::{
-    Change, EntityRecord, IdempotencyRecord, StoredEvent, StoredOutboxMessage,
+    codec, Change, EntityRecord, IdempotencyRecord, OutboundMessage, StoredEvent,
+    StoredOutboxMessage,
 };
 
 use crate::sqlite::{json, parse_json, parse_time, time, Failure, Result};
@@ -70,11 +71,14 @@ pub(crate) struct ChangeRow {
     pub replay: bool,
 }
 
+/// An outbox message in the bus binding: headers as JSON pairs (as `bus.db` keeps them), the
+/// CloudEvent's data as payload.
 pub(crate) struct OutboxRow {
     pub id: String,
     pub topic: String,
     pub key: String,
-    pub event: String,
+    pub headers: String,
+    pub payload: Vec<u8>,
 }
 
 impl ChangeRow {
@@ -84,11 +88,13 @@ impl ChangeRow {
             .outbox
             .iter()
             .map(|m| {
+                let encoded = codec::encode_outbox(m);
                 Ok(OutboxRow {
                     id: m.id.clone(),
                     topic: m.topic.clone(),
-                    key: m.key.clone(),
-                    event: json("outbox event", &m.event)?,
+                    key: encoded.key,
+                    headers: json("outbox headers", &encoded.headers)?,
+                    payload: encoded.payload,
                 })
             })
             .collect::<Result<_>>()?;
@@ -174,7 +180,9 @@ row! {
         id: String,
         topic: String,
         key: String,
-        event: String,
+        headers: Option<String>,
+        payload: Option<Vec<u8>>,
+        event: Option<String>,
         event_id: String,
         created_at: String,
     }
@@ -182,16 +190,35 @@ row! {
 
 impl OutboxReadRow {
     pub(crate) fn decode(self) -> Result<StoredOutboxMessage> {
-        Ok(StoredOutboxMessage {
-            message: OutboxMessage {
+        let created_at = parse_time("created_at", &self.created_at)?;
+        if let (Some(headers), Some(payload)) = (&self.headers, self.payload) {
+            return Ok(StoredOutboxMessage {
                 id: self.id,
                 topic: self.topic,
-                key: self.key,
-                event: parse_json("outbox event", &self.event)?,
-            },
-            event_id: self.event_id,
-            created_at: parse_time("created_at", &self.created_at)?,
-        })
+                message: OutboundMessage {
+                    key: self.key,
+                    headers: parse_json("outbox headers", headers)?,
+                    payload,
+                },
+                event_id: self.event_id,
+                created_at,
+            });
+        }
+        // Written before the outbox kept messages encoded (schema version 2 and older).
+        let event = self.event.ok_or_else(|| {
+            Failure::Corrupt(format!("outbox message {} has no content", self.id))
+        })?;
+        let message = OutboxMessage {
+            id: self.id,
+            topic: self.topic,
+            key: self.key,
+            event: parse_json("outbox event", &event)?,
+        };
+        Ok(StoredOutboxMessage::encode(
+            &message,
+            &self.event_id,
+            created_at,
+        ))
     }
 }
 
@@ -234,5 +261,32 @@ impl IdempotencyRow {
             published: self.published,
             created_at: parse_time("created_at", &self.created_at)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enrollstream_testkit::contract::store::fixtures::new_quote;
+
+    #[test]
+    fn an_outbox_row_from_before_the_encoded_outbox_reads_back_encoded() {
+        let change = new_quote();
+        let message = &change.outbox[0];
+        let created_at = change.event.recorded_at;
+        let row = OutboxReadRow {
+            id: message.id.clone(),
+            topic: message.topic.clone(),
+            key: message.key.clone(),
+            headers: None,
+            payload: None,
+            event: Some(serde_json::to_string(&message.event).unwrap()),
+            event_id: change.event.event_id.clone(),
+            created_at: time(created_at),
+        };
+        assert_eq!(
+            row.decode().unwrap(),
+            StoredOutboxMessage::encode(message, &change.event.event_id, created_at)
+        );
     }
 }

@@ -61,6 +61,28 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX outbox_unpublished;
     ALTER TABLE outbox DROP COLUMN published_at;
 "#,
+    // Messages are kept as the bus will carry them (CloudEvents binary binding: headers, and the
+    // data as payload), so the relay publishes them without parsing and re-encoding each one.
+    // `event` (the CloudEvent as JSON) remains only for rows written before, which the relay
+    // encodes when it meets them.
+    r#"
+    CREATE TABLE outbox_v3 (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        topic        TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        headers      TEXT,
+        payload      BLOB,
+        event        TEXT,
+        event_id     TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        CHECK ((headers IS NOT NULL AND payload IS NOT NULL) OR event IS NOT NULL)
+    );
+    INSERT INTO outbox_v3 (seq, id, topic, key, event, event_id, created_at)
+        SELECT seq, id, topic, key, event, event_id, created_at FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v3 RENAME TO outbox;
+"#,
 ];
 
 /// The one connection that writes (durable commits: the projector relies on them before it
@@ -95,5 +117,15 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(ids, ["waiting"]);
+        let (event, headers): (Option<String>, Option<String>) = conn
+            .query_row("SELECT event, headers FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (event.as_deref(), headers),
+            (Some("{}"), None),
+            "a row from before keeps its event for the relay to encode"
+        );
     }
 }

@@ -39,8 +39,8 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow]) -> Result<Appl
              last_event_id = excluded.last_event_id, updated_at = excluded.updated_at",
         )?;
         let mut outbox = tx.prepare_cached(
-            "INSERT OR IGNORE INTO outbox (id, topic, key, event, event_id, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO outbox (id, topic, key, headers, payload, event_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for c in changes {
             if seen.exists([&c.event_id])? {
@@ -86,7 +86,8 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow]) -> Result<Appl
                     m.id,
                     m.topic,
                     m.key,
-                    m.event,
+                    m.headers,
+                    m.payload,
                     c.event_id,
                     c.recorded_at,
                 ])?;
