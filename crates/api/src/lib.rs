@@ -123,7 +123,21 @@ pub(crate) fn routes() -> Vec<(&'static str, Method, MethodRouter<Shared>)> {
     ]
 }
 
+/// The whole API: commands, reads, schemas, and the operational endpoints.
 pub fn router(state: ApiState) -> Router {
+    build(state, |_| true)
+}
+
+/// Paths every process serves, whatever its roles.
+const OPS_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// What a process without the API role serves on its listen address: `/healthz`, `/readyz` and
+/// `/metrics`, so that a projector or a relay running alone can be probed and scraped too.
+pub fn ops_router(state: ApiState) -> Router {
+    build(state, |path| OPS_PATHS.contains(&path))
+}
+
+fn build(state: ApiState, serves: impl Fn(&str) -> bool) -> Router {
     describe_metrics();
     let max_body = state.config.max_body_bytes;
     let shared = Shared {
@@ -133,7 +147,9 @@ pub fn router(state: ApiState) -> Router {
     };
     let mut router = Router::new();
     for (path, _, method_router) in routes() {
-        router = router.route(path, method_router);
+        if serves(path) {
+            router = router.route(path, method_router);
+        }
     }
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(

@@ -1,7 +1,7 @@
 //! Wiring: picks the adapters, provisions topics, starts the roles, and shuts down gracefully.
 
 use anyhow::Context;
-use enrollstream_api::{router, ApiState};
+use enrollstream_api::{ops_router, router, ApiState};
 use enrollstream_ports::{
     EventBus, HealthRegistry, StartFrom, Store, SubscriptionSpec, SystemClock, TopicSpec,
 };
@@ -276,9 +276,13 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         };
         tasks.spawn(relay.run());
     }
-    let reminder_store = open_reminders(&config, &adapters).await?;
-    if roles.contains(&Role::Reminders) {
-        let reminder_db = &reminder_store;
+    // Only the reminders role and the API (which shows an application's reminder) use it.
+    let reminder_store = if roles.contains(&Role::Reminders) || roles.contains(&Role::Api) {
+        Some(open_reminders(&config, &adapters).await?)
+    } else {
+        None
+    };
+    if let (true, Some(reminder_db)) = (roles.contains(&Role::Reminders), &reminder_store) {
         let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
         let mailer = config
             .mail
@@ -315,7 +319,8 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     if roles.contains(&Role::Deliveries) || roles.contains(&Role::Leads) {
         spawn_deliveries(&config, roles, bus, &health, &shutdown, &mut tasks)?;
     }
-    if roles.contains(&Role::Api) {
+    // Every process listens: without the API role it serves only the probes and metrics.
+    {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -327,9 +332,13 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             health: health.clone(),
             metrics: Arc::new(move || metrics.render()),
             config: Arc::new(config.api.clone()),
-            reminders: Some(reminder_store.clone()),
+            reminders: reminder_store.clone(),
         };
-        let app = router(state);
+        let app = if roles.contains(&Role::Api) {
+            router(state)
+        } else {
+            ops_router(state)
+        };
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let served = axum::serve(listener, app)

@@ -232,3 +232,40 @@ async fn a_bad_event_from_upstream_is_dead_lettered_and_does_not_block() {
         .unwrap()
         .contains("not been started"));
 }
+
+#[tokio::test]
+async fn a_process_without_the_api_role_serves_probes_and_metrics_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), &["--role", "projector", "--role", "relay"]);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} on a projector and relay process");
+    }
+    let ready: serde_json::Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let components = ready["components"].to_string();
+    assert!(
+        components.contains("read-model-service") && components.contains("relay"),
+        "readiness names the roles this process runs: {ready}"
+    );
+    let r = app
+        .client
+        .post(app.url("/v1/quotes"))
+        .json(&json!({"customer_id":"C-1","product":"dental-basic","amount_minor":5000,"currency":"USD"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "commands belong to the api role");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "the refusal is a problem document"
+    );
+}

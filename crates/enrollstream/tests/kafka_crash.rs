@@ -45,10 +45,10 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
 
     let front = spawn(dirs[0].path(), &["api", "relay"], &engines);
-    // Projector processes also serve the API, only so the test knows when they are up.
+    // Projector processes serve only probes and metrics; the test waits for their listen line.
     let mut projectors = [
-        spawn(dirs[1].path(), &["projector", "api"], &engines),
-        spawn(dirs[2].path(), &["projector", "api"], &engines),
+        spawn(dirs[1].path(), &["projector"], &engines),
+        spawn(dirs[2].path(), &["projector"], &engines),
     ];
 
     let accepted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -87,7 +87,7 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
         .await;
         let victim = round % 2;
         projectors[victim].kill9();
-        projectors[victim] = spawn(dirs[1 + victim].path(), &["projector", "api"], &engines);
+        projectors[victim] = spawn(dirs[1 + victim].path(), &["projector"], &engines);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {
@@ -120,7 +120,7 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
                 "accepted event {event} of {path} never reached the read model ({rejoins} rejoins)"
             );
             projectors[0].stop();
-            projectors[0] = spawn(dirs[1].path(), &["projector", "api"], &engines);
+            projectors[0] = spawn(dirs[1].path(), &["projector"], &engines);
             rejoins += 1;
         }
     }
