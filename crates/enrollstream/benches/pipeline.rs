@@ -15,8 +15,10 @@
 //! `BENCH_KAFKA=1` the same runs go through a fresh Kafka-protocol broker (tansu, from the test
 //! bed) with the SQLite store, after the broker's raw rdkafka produce and consume rates on the
 //! same topic layout (bare messages, and messages shaped like a quote event with its CloudEvents
-//! headers), so each figure reads as a ratio of the raw rate; the latency phase then offers 500
-//! events/s unless BENCH_RATE says otherwise. Results go to stdout; docs/benchmarks.md records
+//! headers), so each figure reads as a ratio of the raw rate, and after each stage alone (the
+//! API producing, the projector consuming a backlog, the relay producing the outbox) as a ratio
+//! of the raw rate of what it does; the latency phase then offers 500 events/s unless
+//! BENCH_RATE says otherwise. Results go to stdout; docs/benchmarks.md records
 //! them.
 
 use std::io::{BufRead, BufReader};
@@ -34,7 +36,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 struct App {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for App {
@@ -46,10 +48,20 @@ impl Drop for App {
 
 fn start(kafka: Option<&str>) -> App {
     let dir = tempfile::tempdir().unwrap();
+    let mut app = start_in(dir.path(), kafka, &[]);
+    app._dir = Some(dir);
+    app
+}
+
+/// `roles` empty: every role.
+fn start_in(dir: &std::path::Path, kafka: Option<&str>, roles: &[&str]) -> App {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enrollstream"));
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path());
+        .arg(dir);
+    for role in roles {
+        command.args(["--role", role]);
+    }
     if let Some(brokers) = kafka {
         command.args(["--kafka-brokers", brokers]);
     }
@@ -77,7 +89,7 @@ fn start(kafka: Option<&str>) -> App {
     App {
         child,
         url,
-        _dir: dir,
+        _dir: None,
     }
 }
 
@@ -145,11 +157,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
-    let n = env_or("BENCH_EVENTS", 20_000);
-    let concurrency = env_or("BENCH_CONCURRENCY", 64);
-    let app = start(kafka);
-    let url = Arc::new(app.url.clone());
+/// Posts `n` quotes from `concurrency` clients; returns the time until the last 202.
+async fn post_quotes(client: &reqwest::Client, url: &str, n: u64, concurrency: u64) -> Duration {
+    let url = Arc::new(url.to_string());
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
@@ -175,7 +185,16 @@ async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
     for w in workers {
         w.await.unwrap();
     }
-    let accepted_in = started.elapsed();
+    started.elapsed()
+}
+
+async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
+    let n = env_or("BENCH_EVENTS", 20_000);
+    let concurrency = env_or("BENCH_CONCURRENCY", 64);
+    let app = start(kafka);
+    let started = Instant::now();
+    let accepted_in = post_quotes(client, &app.url, n, concurrency).await;
+    let url = app.url.clone();
     while projected(client, &url).await < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -313,8 +332,9 @@ fn main() {
             let broker = enrollstream_testkit::testbed::Kafka::start()
                 .expect("tansu starts (bash scripts/testbed/install.sh)");
             let raw = enrollstream_testkit::testbed::Kafka::start().expect("a second tansu starts");
-            raw_rates(&raw.bootstrap()).await;
+            let raw_rate = raw_rates(&raw.bootstrap()).await;
             drop(raw);
+            stages(&client, raw_rate).await;
             println!("pipeline on Kafka with the SQLite store:");
             throughput(&client, Some(&broker.bootstrap())).await;
             latency(&client, Some(&broker.bootstrap())).await;
@@ -383,7 +403,8 @@ fn quote_message() -> enrollstream_ports::OutboundMessage {
 /// The broker's raw rates with rdkafka on the pipeline's topic layout (3 partitions): bare
 /// 600-byte messages, then messages shaped like a quote event (its size and its CloudEvents
 /// headers), each on a topic of its own.
-async fn raw_rates(bootstrap: &str) {
+/// Raw produce and consume rates (msgs/s) of quote-shaped CloudEvents, default batching.
+async fn raw_rates(bootstrap: &str) -> (f64, f64) {
     use enrollstream_ports::{EventBus, TopicSpec};
     let n = env_or("BENCH_EVENTS", 20_000) as usize;
     let config = enrollstream_kafka::KafkaConfig {
@@ -409,6 +430,7 @@ async fn raw_rates(bootstrap: &str) {
             Some(100),
         ),
     ];
+    let mut cloudevents = (0.0, 0.0);
     for (topic, size, headers, batch) in runs {
         let mut config = config.clone();
         if let Some(batch) = batch {
@@ -440,5 +462,63 @@ async fn raw_rates(bootstrap: &str) {
             produced.per_second(),
             consumed.per_second()
         );
+        if topic == "raw-bench-cloudevents" {
+            cloudevents = (produced.per_second(), consumed.per_second());
+        }
     }
+    cloudevents
+}
+
+/// Each stage alone on a fresh broker and one data directory, so each is a ratio of the raw
+/// rate of what it does: the API produces the events, the projector consumes them into the
+/// store (from a backlog), the relay produces the outbox (two messages per quote). Timers start
+/// at a stage's first progress, so group joins (seconds on tansu) are not counted.
+async fn stages(client: &reqwest::Client, raw: (f64, f64)) {
+    let n = env_or("BENCH_EVENTS", 20_000);
+    let concurrency = env_or("BENCH_CONCURRENCY", 64);
+    let broker = enrollstream_testkit::testbed::Kafka::start().expect("a third tansu starts");
+    let bootstrap = broker.bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let api = start_in(dir.path(), Some(&bootstrap), &["api"]);
+    let accepted = post_quotes(client, &api.url, n, concurrency).await;
+    drop(api);
+    let ingest = n as f64 / accepted.as_secs_f64();
+    println!(
+        "stage ingest (api alone, {concurrency} clients): {ingest:.0} events/s = {:.0} % of raw produce",
+        100.0 * ingest / raw.0
+    );
+
+    let projector = start_in(dir.path(), Some(&bootstrap), &["projector"]);
+    while projected(client, &projector.url).await == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let first = projected(client, &projector.url).await;
+    while projected(client, &projector.url).await < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = (n - first) as f64 / started.elapsed().as_secs_f64();
+    drop(projector);
+    println!(
+        "stage projector (alone, on a backlog, into the SQLite store): {rate:.0} events/s = {:.0} % of raw consume",
+        100.0 * rate / raw.1
+    );
+
+    let relay = start_in(dir.path(), Some(&bootstrap), &["relay"]);
+    let all = outbox_backlog(client, &relay.url).await;
+    while outbox_backlog(client, &relay.url).await == all {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let left = outbox_backlog(client, &relay.url).await;
+    while outbox_backlog(client, &relay.url).await > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = left as f64 / started.elapsed().as_secs_f64();
+    drop(relay);
+    println!(
+        "stage relay (alone, {all} outbox messages): {rate:.0} msgs/s = {:.0} % of raw produce",
+        100.0 * rate / raw.0
+    );
 }
