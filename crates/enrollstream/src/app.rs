@@ -282,7 +282,10 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     } else {
         None
     };
-    if let (true, Some(reminder_db)) = (roles.contains(&Role::Reminders), &reminder_store) {
+    if let Some(reminder_db) = reminder_store
+        .as_ref()
+        .filter(|_| roles.contains(&Role::Reminders))
+    {
         let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
         let mailer = config
             .mail

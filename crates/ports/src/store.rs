@@ -62,8 +62,9 @@ pub struct Change {
     pub status: String,
     pub state: serde_json::Value,
     pub outbox: Vec<OutboxMessage>,
-    /// Set while rebuilding the read model: outbox messages are recorded as already published,
-    /// so a replay never fires side effects a second time.
+    /// Set while rebuilding the read model: the outbox messages were published when the event
+    /// was first projected, so the store leaves none of them pending (it may record them as
+    /// published, or not at all) and a replay never fires side effects a second time.
     pub replay: bool,
 }
 

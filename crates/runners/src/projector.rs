@@ -23,7 +23,7 @@ pub struct Projector {
     pub rules: Arc<RoutingRules>,
     /// Rebuild mode: events below these positions (the live projector's committed offsets,
     /// per topic and partition) had their side effects already, so their outbox messages are
-    /// recorded as published. `None` in normal operation.
+    /// never left pending (`Change::replay`). `None` in normal operation.
     pub replay: Option<HashMap<(String, i32), i64>>,
 }
 

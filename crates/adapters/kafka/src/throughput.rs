@@ -123,13 +123,7 @@ pub fn consume(
     count: usize,
     limit: Duration,
 ) -> Result<Rate, BusError> {
-    let consumer: BaseConsumer<Logging> = config
-        .consumer(
-            "enrollstream-throughput",
-            &format!("{}-throughput", config.client_id),
-        )
-        .create_with_context(Logging)
-        .map_err(|e| classify(&e))?;
+    let consumer = tool_consumer(config, "throughput")?;
     let metadata = consumer
         .fetch_metadata(
             Some(topic),
@@ -251,13 +245,7 @@ pub fn messages_on(
     config: &KafkaConfig,
     topics: Option<&[&str]>,
 ) -> Result<Vec<(String, i64)>, BusError> {
-    let consumer: BaseConsumer<Logging> = config
-        .consumer(
-            "enrollstream-watermarks",
-            &format!("{}-watermarks", config.client_id),
-        )
-        .create_with_context(Logging)
-        .map_err(|e| classify(&e))?;
+    let consumer = tool_consumer(config, "watermarks")?;
     let timeout = Duration::from_millis(config.request_timeout_ms);
     let metadata = consumer
         .fetch_metadata(None, timeout)
@@ -279,4 +267,15 @@ pub fn messages_on(
         }
     }
     Ok(counts)
+}
+
+/// A consumer of its own group for a measuring tool (`purpose` names group and client).
+fn tool_consumer(config: &KafkaConfig, purpose: &str) -> Result<BaseConsumer<Logging>, BusError> {
+    config
+        .consumer(
+            &format!("enrollstream-{purpose}"),
+            &format!("{}-{purpose}", config.client_id),
+        )
+        .create_with_context(Logging)
+        .map_err(|e| classify(&e))
 }

@@ -22,7 +22,7 @@ macro_rules! store_contract_tests {
             entities_are_the_existing_subset,
             outbox_in_creation_order,
             outbox_ids_are_fences,
-            replay_records_outbox_as_published,
+            replay_leaves_no_outbox_pending,
             wait_applied_sees_a_concurrent_apply,
             wait_applied_times_out,
             wait_for_outbox_wakes_after_apply,

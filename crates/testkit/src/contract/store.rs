@@ -425,7 +425,7 @@ pub async fn outbox_ids_are_fences(store: &dyn Store) {
 
 /// A replayed change (rebuild) applies and leaves none of its outbox messages pending: they were
 /// published when the event was first projected.
-pub async fn replay_records_outbox_as_published(store: &dyn Store) {
+pub async fn replay_leaves_no_outbox_pending(store: &dyn Store) {
     let mut history = application_history();
     for c in &mut history {
         c.replay = true;
