@@ -8,7 +8,7 @@ use enrollstream_ports::{
     BusError, CommitPosition, EventBus, HealthRegistry, InboundMessage, StartFrom, Subscription,
     SubscriptionSpec,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -73,50 +73,98 @@ pub struct ConsumerLoop<H> {
     pub shutdown: CancellationToken,
 }
 
+/// What the loop's steps share; the handler is kept apart so that handling one batch and
+/// committing or fetching others can run at the same time.
+struct Steps {
+    bus: Arc<dyn EventBus>,
+    settings: ConsumerSettings,
+    health: HealthRegistry,
+    shutdown: CancellationToken,
+    component: String,
+}
+
 impl<H: BatchHandler> ConsumerLoop<H> {
     /// Runs until shutdown; returns after leaving the group cleanly.
-    pub async fn run(mut self) {
-        let component = format!("consumer:{}", self.settings.group);
-        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
-        let Some(mut sub) = self.subscribe(&component, &mut backoff).await else {
+    ///
+    /// Batches are pipelined: while the handler makes batch N durable, the loop commits batch
+    /// N-1 and fetches what the bus already holds for batch N+1, so the store's durable write
+    /// and the bus's round trips overlap instead of adding up. Offsets are still committed only
+    /// after the effects are durable, one batch later; before the loop waits for new messages
+    /// or leaves, it commits everything it handled.
+    pub async fn run(self) {
+        let ConsumerLoop {
+            bus,
+            mut handler,
+            settings,
+            health,
+            shutdown,
+        } = self;
+        let steps = Steps {
+            component: format!("consumer:{}", settings.group),
+            bus,
+            settings,
+            health,
+            shutdown,
+        };
+        let mut backoff = Backoff::new(steps.settings.retry_initial, steps.settings.retry_max);
+        let mut commit_backoff = backoff.clone();
+        let Some(mut sub) = steps.subscribe(&mut backoff).await else {
             return;
         };
-        self.health.ready(&component);
-        while !self.shutdown.is_cancelled() {
-            let polled = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                r = sub.poll(self.settings.batch_size, self.settings.poll_wait) => r,
-            };
-            let batch = match polled {
-                Ok(b) if b.is_empty() => continue,
-                Ok(b) => b,
-                Err(e) => {
-                    self.health
-                        .set(&component, false, format!("poll failed: {e}"));
-                    tracing::warn!(group = %self.settings.group, error = %e, "poll failed");
-                    if !self.pause(&mut backoff).await {
-                        break;
-                    }
-                    continue;
+        steps.health.ready(&steps.component);
+        let max = steps.settings.batch_size;
+        // Fetched but not handled yet; handled but not committed yet.
+        let mut ahead: Vec<InboundMessage> = Vec::new();
+        let mut handled: Vec<CommitPosition> = Vec::new();
+        while !steps.shutdown.is_cancelled() {
+            let batch = if ahead.is_empty() {
+                // Nothing is waiting: commit what was handled before waiting for more.
+                let positions = std::mem::take(&mut handled);
+                if !steps
+                    .commit(sub.as_mut(), &positions, &mut commit_backoff)
+                    .await
+                {
+                    break;
                 }
+                match steps.poll(sub.as_mut(), &mut backoff).await {
+                    Some(batch) if batch.is_empty() => continue,
+                    Some(batch) => batch,
+                    None => break,
+                }
+            } else {
+                steps.top_up(sub.as_mut(), std::mem::take(&mut ahead)).await
             };
-            if !self
-                .process(&component, sub.as_mut(), &batch, &mut backoff)
-                .await
-            {
+            let positions = std::mem::take(&mut handled);
+            let (settled, (committed, fetched)) =
+                tokio::join!(steps.settle(&mut handler, &batch, &mut backoff), async {
+                    let committed = steps
+                        .commit(sub.as_mut(), &positions, &mut commit_backoff)
+                        .await;
+                    let fetched = match committed {
+                        true => sub.poll(max, Duration::ZERO).await.unwrap_or_default(),
+                        false => Vec::new(),
+                    };
+                    (committed, fetched)
+                });
+            if !settled || !committed {
                 break;
+            }
+            handled = commit_positions(&batch);
+            ahead = fetched;
+        }
+        if !handled.is_empty() {
+            if let Err(e) = sub.commit(&handled).await {
+                tracing::warn!(group = %steps.settings.group, error = %e, "final commit failed; the next owner redoes the last batch");
             }
         }
         if let Err(e) = sub.close().await {
-            tracing::warn!(group = %self.settings.group, error = %e, "leaving the group failed");
+            tracing::warn!(group = %steps.settings.group, error = %e, "leaving the group failed");
         }
     }
+}
 
-    async fn subscribe(
-        &self,
-        component: &str,
-        backoff: &mut Backoff,
-    ) -> Option<Box<dyn Subscription>> {
+impl Steps {
+    async fn subscribe(&self, backoff: &mut Backoff) -> Option<Box<dyn Subscription>> {
         loop {
             let spec = SubscriptionSpec {
                 group: self.settings.group.clone(),
@@ -128,7 +176,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 Ok(sub) => return Some(sub),
                 Err(e) => {
                     self.health
-                        .set(component, false, format!("subscribe failed: {e}"));
+                        .set(&self.component, false, format!("subscribe failed: {e}"));
                     tracing::warn!(group = %self.settings.group, error = %e, "subscribe failed");
                     if !self.pause(backoff).await {
                         return None;
@@ -138,18 +186,60 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         }
     }
 
-    /// Handle, dead-letter and commit one batch, retrying until done. False on shutdown.
-    async fn process(
-        &mut self,
-        component: &str,
+    /// Wait for a batch (empty when none came in time). None on shutdown.
+    async fn poll(
+        &self,
         sub: &mut dyn Subscription,
+        backoff: &mut Backoff,
+    ) -> Option<Vec<InboundMessage>> {
+        let polled = tokio::select! {
+            _ = self.shutdown.cancelled() => return None,
+            r = sub.poll(self.settings.batch_size, self.settings.poll_wait) => r,
+        };
+        match polled {
+            Ok(batch) => Some(batch),
+            Err(e) => {
+                self.health
+                    .set(&self.component, false, format!("poll failed: {e}"));
+                tracing::warn!(group = %self.settings.group, error = %e, "poll failed");
+                self.pause(backoff).await.then(Vec::new)
+            }
+        }
+    }
+
+    /// A batch fetched ahead, without what a rebalance took away meanwhile (the new owner
+    /// starts from the last commit), and filled up with what has arrived since.
+    async fn top_up(
+        &self,
+        sub: &mut dyn Subscription,
+        mut batch: Vec<InboundMessage>,
+    ) -> Vec<InboundMessage> {
+        let assigned: HashSet<(String, i32)> = sub.assignment().into_iter().collect();
+        batch.retain(|m| assigned.contains(&(m.topic.clone(), m.partition)));
+        let room = self.settings.batch_size.saturating_sub(batch.len());
+        if room > 0 {
+            // A failure here shows again at the next waiting poll, which reports it.
+            batch.extend(sub.poll(room, Duration::ZERO).await.unwrap_or_default());
+        }
+        batch
+    }
+
+    /// Handle a batch and dead-letter what it could not process, retrying until done. After
+    /// this, every message's outcome is durable. False on shutdown.
+    async fn settle<H: BatchHandler>(
+        &self,
+        handler: &mut H,
         batch: &[InboundMessage],
         backoff: &mut Backoff,
     ) -> bool {
-        let group = self.settings.group.clone();
+        if batch.is_empty() {
+            return true;
+        }
+        let group = &self.settings.group;
+        let component = &self.component;
         let started = Instant::now();
         let outcomes = loop {
-            match self.handler.handle(batch).await {
+            match handler.handle(batch).await {
                 Ok(outcomes) if outcomes.len() == batch.len() => break outcomes,
                 Ok(outcomes) => {
                     // A handler bug must not lose messages: treat it as a failed batch.
@@ -178,7 +268,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 metrics::counter!("enrollstream_dead_letters_total", "group" => group.clone(), "reason" => why.reason.clone()).increment(1);
                 dead.entry(format!("{}{}", message.topic, self.settings.dlq_suffix))
                     .or_default()
-                    .push(dead_letter_message(message, &group, why));
+                    .push(dead_letter_message(message, group, why));
             }
         }
         let publisher = self.bus.publisher();
@@ -199,9 +289,30 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 }
             }
         }
-        let positions = commit_positions(batch);
+        backoff.reset();
+        self.health.ready(component);
+        let done = outcomes.iter().filter(|o| **o == Outcome::Done).count() as u64;
+        metrics::counter!("enrollstream_consumer_messages_total", "group" => group.clone(), "outcome" => "done").increment(done);
+        metrics::counter!("enrollstream_consumer_messages_total", "group" => group.clone(), "outcome" => "dead_letter").increment(batch.len() as u64 - done);
+        metrics::histogram!("enrollstream_consumer_batch_seconds", "group" => group.clone())
+            .record(started.elapsed().as_secs_f64());
+        true
+    }
+
+    /// Commit handled positions, retrying until done. False on shutdown.
+    async fn commit(
+        &self,
+        sub: &mut dyn Subscription,
+        positions: &[CommitPosition],
+        backoff: &mut Backoff,
+    ) -> bool {
+        if positions.is_empty() {
+            return true;
+        }
+        let group = &self.settings.group;
+        let started = Instant::now();
         loop {
-            match sub.commit(&positions).await {
+            match sub.commit(positions).await {
                 Ok(()) => break,
                 Err(BusError::Fenced(why)) => {
                     // The partition moved to another member, which re-reads from the last commit;
@@ -211,7 +322,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 }
                 Err(e) => {
                     self.health
-                        .set(component, false, format!("commit failed: {e}"));
+                        .set(&self.component, false, format!("commit failed: {e}"));
                     if !self.pause(backoff).await {
                         return false;
                     }
@@ -219,11 +330,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
             }
         }
         backoff.reset();
-        self.health.ready(component);
-        let done = outcomes.iter().filter(|o| **o == Outcome::Done).count() as u64;
-        metrics::counter!("enrollstream_consumer_messages_total", "group" => group.clone(), "outcome" => "done").increment(done);
-        metrics::counter!("enrollstream_consumer_messages_total", "group" => group.clone(), "outcome" => "dead_letter").increment(batch.len() as u64 - done);
-        metrics::histogram!("enrollstream_consumer_batch_seconds", "group" => group)
+        metrics::histogram!("enrollstream_consumer_commit_seconds", "group" => group.clone())
             .record(started.elapsed().as_secs_f64());
         true
     }
