@@ -171,14 +171,23 @@ pub fn new_traceparent() -> String {
     format!("00-{trace}-{span}-01")
 }
 
-/// A child traceparent: same trace, new span.
-pub fn child_traceparent(parent: &str) -> String {
-    let trace = parent.split('-').nth(1).unwrap_or_default();
-    if trace.len() != 32 {
-        return new_traceparent();
+/// A child traceparent: same trace, and a span id derived from the parent and the child
+/// message's own (derived) id, not drawn at random: a message built again after a crash or in a
+/// replay is then the same message, byte for byte. A malformed parent (validation keeps them out)
+/// gets a trace derived the same way.
+pub fn child_traceparent(parent: &str, child_id: &str) -> String {
+    let hex = |parts: &[&str], n: usize| -> String {
+        ids::derived_id(parts)
+            .chars()
+            .filter(|c| *c != '-')
+            .take(n)
+            .collect()
+    };
+    let span = hex(&["span", parent, child_id], 16);
+    match parent.split('-').nth(1).filter(|t| t.len() == 32) {
+        Some(trace) => format!("00-{trace}-{span}-01"),
+        None => format!("00-{}-{span}-01", hex(&["trace", child_id], 32)),
     }
-    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{trace}-{span}-01")
 }
 
 #[cfg(test)]
@@ -250,11 +259,18 @@ mod tests {
     }
 
     #[test]
-    fn traceparent_children_keep_the_trace() {
+    fn traceparent_children_keep_the_trace_with_a_span_of_their_own() {
         let p = new_traceparent();
         assert!(is_traceparent(&p));
-        let c = child_traceparent(&p);
+        let c = child_traceparent(&p, "message-1");
         assert!(is_traceparent(&c));
         assert_eq!(p.split('-').nth(1), c.split('-').nth(1));
+        assert_ne!(p.split('-').nth(2), c.split('-').nth(2));
+        // The same child of the same parent, every time; another child, another span.
+        assert_eq!(c, child_traceparent(&p, "message-1"));
+        assert_ne!(c, child_traceparent(&p, "message-2"));
+        let orphan = child_traceparent("garbage", "message-1");
+        assert!(is_traceparent(&orphan));
+        assert_eq!(orphan, child_traceparent("garbage", "message-1"));
     }
 }

@@ -1,6 +1,7 @@
 //! The read model's pure step: one validated event plus the entity's current state gives the new
 //! state and the outbox messages the change announces.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::application::Application;
@@ -60,7 +61,7 @@ pub fn project(
     let (status, state) = match &decoded {
         DomainEvent::Application(e) => {
             let prev: Option<Application> = current
-                .map(|(_, s)| serde_json::from_value(s.clone()))
+                .map(|(_, s)| Application::deserialize(s))
                 .transpose()
                 .map_err(corrupt)?;
             let next = Application::apply(prev.as_ref(), e, at)?;
@@ -71,7 +72,7 @@ pub fn project(
         }
         DomainEvent::Quote(e) => {
             let prev: Option<Quote> = current
-                .map(|(_, s)| serde_json::from_value(s.clone()))
+                .map(|(_, s)| Quote::deserialize(s))
                 .transpose()
                 .map_err(corrupt)?;
             let next = Quote::apply(prev.as_ref(), e, at)?;
@@ -101,7 +102,12 @@ mod tests {
     use chrono::Utc;
 
     fn ev(e: DomainEvent) -> CloudEvent {
-        CloudEvent::new(&e, "/t", Utc::now(), None)
+        CloudEvent::new(
+            &e,
+            "/t",
+            Utc::now(),
+            Some(crate::envelope::new_traceparent()),
+        )
     }
 
     #[test]

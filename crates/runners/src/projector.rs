@@ -37,6 +37,14 @@ impl Projector {
     }
 }
 
+/// What the batch knows of an entity's state: nothing yet (a new entity), the stored record, or
+/// the change of this batch that moved it last (borrowed from there, not copied).
+enum Known {
+    New,
+    Stored(u64, serde_json::Value),
+    Changed(usize),
+}
+
 /// An event of the batch that still has to be applied.
 struct Pending {
     index: usize,
@@ -77,10 +85,9 @@ impl BatchHandler for Projector {
 
         // Current state of every entity the batch touches; folded forward within the batch.
         // One read for the whole batch: a lookup per event would cost a round trip each.
-        let mut current: HashMap<(EntityKind, String), Option<(u64, serde_json::Value)>> =
-            HashMap::new();
+        let mut current: HashMap<(EntityKind, String), Known> = HashMap::new();
         for p in &pending {
-            current.insert((p.kind, p.event.entity_id().to_string()), None);
+            current.insert((p.kind, p.event.entity_id().to_string()), Known::New);
         }
         let keys: Vec<(EntityKind, String)> = current.keys().cloned().collect();
         let records = self
@@ -89,18 +96,22 @@ impl BatchHandler for Projector {
             .await
             .map_err(|e| Retry(e.to_string()))?;
         for r in records {
-            current.insert((r.kind, r.id), Some((r.version, r.state)));
+            current.insert((r.kind, r.id), Known::Stored(r.version, r.state));
         }
 
         let now = Utc::now();
-        let mut changes = Vec::with_capacity(pending.len());
+        let mut changes: Vec<Change> = Vec::with_capacity(pending.len());
         for p in pending {
             let key = (p.kind, p.event.entity_id().to_string());
-            let state = current.get(&key).cloned().flatten();
-            match project(&p.event, state.as_ref().map(|(v, s)| (*v, s)), &self.rules) {
+            let state = match current.get(&key) {
+                Some(Known::Stored(version, state)) => Some((*version, state)),
+                Some(Known::Changed(i)) => Some((changes[*i].event.version, &changes[*i].state)),
+                Some(Known::New) | None => None,
+            };
+            let expected_version = state.map(|(v, _)| v).unwrap_or(0);
+            match project(&p.event, state, &self.rules) {
                 Ok(projection) => {
-                    let expected_version = state.map(|(v, _)| v).unwrap_or(0);
-                    current.insert(key, Some((projection.version, projection.state.clone())));
+                    current.insert(key, Known::Changed(changes.len()));
                     changes.push(Change {
                         event: StoredEvent {
                             event_id: p.event.id.clone(),
@@ -109,7 +120,7 @@ impl BatchHandler for Projector {
                             version: projection.version,
                             event_type: p.event.ty.clone(),
                             occurred_at: p.event.time.unwrap_or(now),
-                            envelope: p.event.clone(),
+                            envelope: p.event,
                             source: Some(p.source),
                             recorded_at: now,
                         },

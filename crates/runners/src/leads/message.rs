@@ -63,16 +63,20 @@ pub fn lead_event(n: &NotificationData, notification: &CloudEvent) -> CloudEvent
     extensions.insert(EXT_TARGETS.to_string(), json!(LEAD_MANAGEMENT));
     extensions.insert(EXT_PRIORITY.to_string(), json!(n.routing.priority.as_str()));
     extensions.insert(EXT_TRIGGER.to_string(), json!("lead"));
+    let id = lead_message_id(&n.notification_id);
     CloudEvent {
         specversion: SPEC_VERSION.to_string(),
-        id: lead_message_id(&n.notification_id),
         source: LEAD_SOURCE.to_string(),
         ty: LEAD.to_string(),
         subject: Some(n.entity_id.clone()),
         time: Some(n.occurred_at),
         datacontenttype: Some(JSON.to_string()),
         dataschema: None,
-        traceparent: notification.traceparent.as_deref().map(child_traceparent),
+        traceparent: notification
+            .traceparent
+            .as_deref()
+            .map(|parent| child_traceparent(parent, &id)),
+        id,
         data,
         extensions,
     }
