@@ -228,9 +228,42 @@ impl Config {
         figment = figment
             .merge(Env::prefixed("ENROLLSTREAM_").split("__"))
             .merge(Serialized::defaults(overrides));
-        let config: Config = figment.extract()?;
+        let mut config: Config = figment.extract()?;
+        config.follow_topic_renames();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Routing rules name their topics literally, and the default rules name the default
+    /// topics. So that renaming a notification topic under `[topics]` renames it everywhere, a
+    /// rule (or the entity-update feed) that names a default topic follows that topic's rename.
+    /// An empty `entity_updates_topic` turns the feed off (TOML has no null).
+    fn follow_topic_renames(&mut self) {
+        let defaults = TopicNames::default();
+        let renames = [
+            (
+                defaults.enrollment_notifications,
+                &self.topics.enrollment_notifications,
+            ),
+            (
+                defaults.quote_notifications,
+                &self.topics.quote_notifications,
+            ),
+            (defaults.entity_updates, &self.topics.entity_updates),
+        ];
+        let renamed = |topic: &mut String| {
+            if let Some((_, to)) = renames.iter().find(|(from, _)| from == topic) {
+                topic.clone_from(to);
+            }
+        };
+        for rule in &mut self.routing.rules {
+            renamed(&mut rule.topic);
+        }
+        match &mut self.routing.entity_updates_topic {
+            Some(topic) if topic.is_empty() => self.routing.entity_updates_topic = None,
+            Some(topic) => renamed(topic),
+            None => {}
+        }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -244,6 +277,29 @@ impl Config {
             self.relay.batch_size > 0,
             "relay.batch_size must be at least 1"
         );
+        // A notification on a topic nobody reads would be published and never delivered: the
+        // deliveries and the lead producer read the two notification topics only.
+        let notification_topics = [
+            &self.topics.enrollment_notifications,
+            &self.topics.quote_notifications,
+        ];
+        for (i, rule) in self.routing.rules.iter().enumerate() {
+            anyhow::ensure!(
+                notification_topics.contains(&&rule.topic),
+                "routing.rules[{i}] ({}) sends to topic {:?}, which no delivery reads: use topics.enrollment_notifications ({:?}) or topics.quote_notifications ({:?})",
+                rule.event_types.join(", "),
+                rule.topic,
+                self.topics.enrollment_notifications,
+                self.topics.quote_notifications,
+            );
+        }
+        if let Some(topic) = &self.routing.entity_updates_topic {
+            anyhow::ensure!(
+                *topic == self.topics.entity_updates,
+                "routing.entity_updates_topic {topic:?} is not topics.entity_updates ({:?}), so it would not be provisioned: set the topic under [topics], or \"\" to turn the feed off",
+                self.topics.entity_updates,
+            );
+        }
         Ok(())
     }
 }
@@ -278,6 +334,73 @@ mod tests {
             assert_eq!(c.topics.quote_events, "q-from-file");
             assert_eq!(c.topics.enrollment_events, "e-from-env");
             assert_eq!(c.topics.quote_notifications, "quote-notifications");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn routing_follows_renamed_notification_topics() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ENROLLSTREAM_TOPICS__QUOTE_NOTIFICATIONS", "prod.quote-n");
+            jail.set_env("ENROLLSTREAM_TOPICS__ENTITY_UPDATES", "prod.entities");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            let quote_rules: Vec<_> = c
+                .routing
+                .rules
+                .iter()
+                .filter(|r| r.event_types.iter().any(|t| t.contains(".quote.")))
+                .collect();
+            assert!(!quote_rules.is_empty());
+            assert!(quote_rules.iter().all(|r| r.topic == "prod.quote-n"));
+            assert!(c
+                .routing
+                .rules
+                .iter()
+                .any(|r| r.topic == "enrollment-notifications"));
+            assert_eq!(
+                c.routing.entity_updates_topic.as_deref(),
+                Some("prod.entities")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_entity_updates_topic_turns_the_feed_off() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ENROLLSTREAM_ROUTING__ENTITY_UPDATES_TOPIC", "");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.routing.entity_updates_topic, None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_rule_to_a_topic_no_delivery_reads_is_refused_at_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "e.toml",
+                r#"
+                    [[routing.rules]]
+                    event_types = ["com.enrollstream.quote.*"]
+                    topic = "nowhere"
+                    targets = ["salesforce"]
+                "#,
+            )?;
+            let error = Config::load(Some(Path::new("e.toml")), &Overrides::default())
+                .expect_err("refused");
+            let message = error.to_string();
+            assert!(message.contains("routing.rules[0]"), "{message}");
+            assert!(message.contains("\"nowhere\""), "{message}");
+            assert!(message.contains("quote-notifications"), "{message}");
+
+            jail.create_file(
+                "f.toml",
+                "[routing]\nentity_updates_topic = \"elsewhere\"\n",
+            )?;
+            let error = Config::load(Some(Path::new("f.toml")), &Overrides::default())
+                .expect_err("refused");
+            assert!(error.to_string().contains("elsewhere"), "{error}");
             Ok(())
         });
     }
