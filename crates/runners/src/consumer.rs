@@ -9,6 +9,7 @@ use enrollstream_ports::{
     SubscriptionSpec,
 };
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -81,6 +82,10 @@ struct Steps {
     health: HealthRegistry,
     shutdown: CancellationToken,
     component: String,
+    /// Which side failed last and has not succeeded since: readiness comes back only when
+    /// neither has, so that a recovered bus does not hide a handler that still fails.
+    bus_failing: AtomicBool,
+    handler_failing: AtomicBool,
 }
 
 impl<H: BatchHandler> ConsumerLoop<H> {
@@ -105,12 +110,15 @@ impl<H: BatchHandler> ConsumerLoop<H> {
             settings,
             health,
             shutdown,
+            bus_failing: AtomicBool::new(false),
+            handler_failing: AtomicBool::new(false),
         };
         let mut backoff = Backoff::new(steps.settings.retry_initial, steps.settings.retry_max);
         let mut commit_backoff = backoff.clone();
         let Some(mut sub) = steps.subscribe(&mut backoff).await else {
             return;
         };
+        steps.bus_failing.store(false, Ordering::Relaxed);
         steps.health.ready(&steps.component);
         let max = steps.settings.batch_size;
         // Fetched but not handled yet; handled but not committed yet.
@@ -175,8 +183,7 @@ impl Steps {
             match self.bus.subscribe(spec).await {
                 Ok(sub) => return Some(sub),
                 Err(e) => {
-                    self.health
-                        .set(&self.component, false, format!("subscribe failed: {e}"));
+                    self.failing(&self.bus_failing, format!("subscribe failed: {e}"));
                     tracing::warn!(group = %self.settings.group, error = %e, "subscribe failed");
                     if !self.pause(backoff).await {
                         return None;
@@ -197,10 +204,12 @@ impl Steps {
             r = sub.poll(self.settings.batch_size, self.settings.poll_wait) => r,
         };
         match polled {
-            Ok(batch) => Some(batch),
+            Ok(batch) => {
+                self.succeeded(&self.bus_failing);
+                Some(batch)
+            }
             Err(e) => {
-                self.health
-                    .set(&self.component, false, format!("poll failed: {e}"));
+                self.failing(&self.bus_failing, format!("poll failed: {e}"));
                 tracing::warn!(group = %self.settings.group, error = %e, "poll failed");
                 self.pause(backoff).await.then(Vec::new)
             }
@@ -236,7 +245,6 @@ impl Steps {
             return true;
         }
         let group = &self.settings.group;
-        let component = &self.component;
         let started = Instant::now();
         let outcomes = loop {
             match handler.handle(batch).await {
@@ -244,14 +252,13 @@ impl Steps {
                 Ok(outcomes) => {
                     // A handler bug must not lose messages: treat it as a failed batch.
                     tracing::error!(group = %group, expected = batch.len(), got = outcomes.len(), "handler returned the wrong number of outcomes");
-                    self.health.set(
-                        component,
-                        false,
+                    self.failing(
+                        &self.handler_failing,
                         "handler returned the wrong number of outcomes",
                     );
                 }
                 Err(e) => {
-                    self.health.set(component, false, e.0.clone());
+                    self.failing(&self.handler_failing, e.0.clone());
                     tracing::warn!(group = %group, error = %e, "batch failed, retrying");
                 }
             }
@@ -277,9 +284,8 @@ impl Steps {
                 match publisher.publish(&topic, messages.clone()).await {
                     Ok(()) => break,
                     Err(e) => {
-                        self.health.set(
-                            component,
-                            false,
+                        self.failing(
+                            &self.handler_failing,
                             format!("dead-letter publish failed: {e}"),
                         );
                         if !self.pause(backoff).await {
@@ -290,7 +296,7 @@ impl Steps {
             }
         }
         backoff.reset();
-        self.health.ready(component);
+        self.succeeded(&self.handler_failing);
         let done = outcomes.iter().filter(|o| **o == Outcome::Done).count() as u64;
         metrics::counter!("enrollstream_consumer_messages_total", "group" => group.clone(), "outcome" => "done").increment(done);
         metrics::counter!("enrollstream_consumer_messages_total", "group" => group.clone(), "outcome" => "dead_letter").increment(batch.len() as u64 - done);
@@ -321,8 +327,7 @@ impl Steps {
                     break;
                 }
                 Err(e) => {
-                    self.health
-                        .set(&self.component, false, format!("commit failed: {e}"));
+                    self.failing(&self.bus_failing, format!("commit failed: {e}"));
                     if !self.pause(backoff).await {
                         return false;
                     }
@@ -330,9 +335,28 @@ impl Steps {
             }
         }
         backoff.reset();
+        self.succeeded(&self.bus_failing);
         metrics::histogram!("enrollstream_consumer_commit_seconds", "group" => group.clone())
             .record(started.elapsed().as_secs_f64());
         true
+    }
+
+    /// A step failed: not ready, with the reason.
+    fn failing(&self, side: &AtomicBool, reason: impl Into<String>) {
+        side.store(true, Ordering::Relaxed);
+        self.health.set(&self.component, false, reason);
+    }
+
+    /// A step succeeded: ready again if its side had failed and the other side is not failing,
+    /// so that an idle loop whose poll or commit failed for a moment does not stay not ready
+    /// until its next batch.
+    fn succeeded(&self, side: &AtomicBool) {
+        if side.swap(false, Ordering::Relaxed)
+            && !self.bus_failing.load(Ordering::Relaxed)
+            && !self.handler_failing.load(Ordering::Relaxed)
+        {
+            self.health.ready(&self.component);
+        }
     }
 
     /// Back off, unless shutting down. False on shutdown.

@@ -37,10 +37,9 @@ impl Projector {
     }
 }
 
-/// What the batch knows of an entity's state: nothing yet (a new entity), the stored record, or
-/// the change of this batch that moved it last (borrowed from there, not copied).
+/// What the batch knows of an entity's state (absent: a new entity): the stored record, or the
+/// change of this batch that moved it last (borrowed from there, not copied).
 enum Known {
-    New,
     Stored(u64, serde_json::Value),
     Changed(usize),
 }
@@ -85,19 +84,20 @@ impl BatchHandler for Projector {
 
         // Current state of every entity the batch touches; folded forward within the batch.
         // One read for the whole batch: a lookup per event would cost a round trip each.
-        let mut current: HashMap<(EntityKind, String), Known> = HashMap::new();
-        for p in &pending {
-            current.insert((p.kind, p.event.entity_id().to_string()), Known::New);
-        }
-        let keys: Vec<(EntityKind, String)> = current.keys().cloned().collect();
+        let keys: HashSet<(EntityKind, String)> = pending
+            .iter()
+            .map(|p| (p.kind, p.event.entity_id().to_string()))
+            .collect();
+        let keys: Vec<(EntityKind, String)> = keys.into_iter().collect();
         let records = self
             .store
             .entities(&keys)
             .await
             .map_err(|e| Retry(e.to_string()))?;
-        for r in records {
-            current.insert((r.kind, r.id), Known::Stored(r.version, r.state));
-        }
+        let mut current: HashMap<(EntityKind, String), Known> = records
+            .into_iter()
+            .map(|r| ((r.kind, r.id), Known::Stored(r.version, r.state)))
+            .collect();
 
         let now = Utc::now();
         let mut changes: Vec<Change> = Vec::with_capacity(pending.len());
@@ -106,7 +106,7 @@ impl BatchHandler for Projector {
             let state = match current.get(&key) {
                 Some(Known::Stored(version, state)) => Some((*version, state)),
                 Some(Known::Changed(i)) => Some((changes[*i].event.version, &changes[*i].state)),
-                Some(Known::New) | None => None,
+                None => None,
             };
             let expected_version = state.map(|(v, _)| v).unwrap_or(0);
             match project(&p.event, state, &self.rules) {
