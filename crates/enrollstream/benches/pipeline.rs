@@ -18,7 +18,8 @@
 //! headers), so each figure reads as a ratio of the raw rate, and after each stage alone (the
 //! API producing, the projector consuming a backlog, the relay producing the outbox) as a ratio
 //! of the raw rate of what it does; the latency phase then offers 500 events/s unless
-//! BENCH_RATE says otherwise. Results go to stdout; docs/benchmarks.md records
+//! BENCH_RATE says otherwise. `BENCH_KAFKA=pipeline` runs only the pipeline on Kafka (no raw
+//! rates, no stages), to compare builds. Results go to stdout; docs/benchmarks.md records
 //! them.
 
 use std::io::{BufRead, BufReader};
@@ -336,13 +337,17 @@ fn main() {
             .pool_max_idle_per_host(256)
             .build()
             .unwrap();
-        if std::env::var("BENCH_KAFKA").is_ok_and(|v| v == "1") {
+        let kafka = std::env::var("BENCH_KAFKA").unwrap_or_default();
+        if kafka == "1" || kafka == "pipeline" {
             let broker = enrollstream_testkit::testbed::Kafka::start()
                 .expect("tansu starts (bash scripts/testbed/install.sh)");
-            let raw = enrollstream_testkit::testbed::Kafka::start().expect("a second tansu starts");
-            let raw_rate = raw_rates(&raw.bootstrap()).await;
-            drop(raw);
-            stages(&client, raw_rate).await;
+            if kafka == "1" {
+                let raw =
+                    enrollstream_testkit::testbed::Kafka::start().expect("a second tansu starts");
+                let raw_rate = raw_rates(&raw.bootstrap()).await;
+                drop(raw);
+                stages(&client, raw_rate).await;
+            }
             println!("pipeline on Kafka with the SQLite store:");
             throughput(&client, Some(&broker.bootstrap())).await;
             latency(&client, Some(&broker.bootstrap())).await;

@@ -58,6 +58,11 @@ pub struct KafkaConfig {
     pub consumer_queue_messages: u32,
     /// `fetch.max.bytes`: most bytes of one fetch response.
     pub fetch_max_bytes: u32,
+    /// `fetch.wait.max.ms`: how long the broker may hold a fetch that finds nothing new. Kafka
+    /// answers as soon as a message arrives, so this costs no latency there; tansu 0.6 holds
+    /// every such fetch for the whole wait, so on it this is the consumers' delivery latency
+    /// (docs/testbed.md). Lower means more idle fetch requests.
+    pub fetch_wait_max_ms: u32,
 
     /// Timeout of metadata requests behind `check()` and of topic creation, in milliseconds.
     pub request_timeout_ms: u64,
@@ -94,6 +99,7 @@ impl Default for KafkaConfig {
             consumer_queue_kbytes: 8_192,
             consumer_queue_messages: 10_000,
             fetch_max_bytes: 8 * 1024 * 1024,
+            fetch_wait_max_ms: 500,
             request_timeout_ms: 5_000,
             extra: BTreeMap::new(),
         }
@@ -142,6 +148,7 @@ impl fmt::Debug for KafkaConfig {
             .field("consumer_queue_kbytes", &self.consumer_queue_kbytes)
             .field("consumer_queue_messages", &self.consumer_queue_messages)
             .field("fetch_max_bytes", &self.fetch_max_bytes)
+            .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("extra", &extra)
             .finish()
@@ -228,7 +235,8 @@ impl KafkaConfig {
                 "queued.min.messages",
                 self.consumer_queue_messages.to_string(),
             )
-            .set("fetch.max.bytes", self.fetch_max_bytes.to_string());
+            .set("fetch.max.bytes", self.fetch_max_bytes.to_string())
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         self.with_extra(c)
     }
 
@@ -279,6 +287,21 @@ mod tests {
         assert_eq!(consumer.get("group.id"), Some("g"));
         assert_eq!(consumer.get("client.id"), Some("member-1"));
         assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("500"));
+    }
+
+    #[test]
+    fn fetch_wait_is_a_consumer_setting() {
+        let config = KafkaConfig {
+            fetch_wait_max_ms: 100,
+            ..KafkaConfig::default()
+        };
+        assert_eq!(
+            config.consumer("g", "member-1").get("fetch.wait.max.ms"),
+            Some("100")
+        );
+        // A consumer-only property on the producer draws a librdkafka warning at every start.
+        assert_eq!(config.producer().get("fetch.wait.max.ms"), None);
     }
 
     #[test]
