@@ -59,9 +59,9 @@ pub struct KafkaConfig {
     /// `fetch.max.bytes`: most bytes of one fetch response.
     pub fetch_max_bytes: u32,
     /// `fetch.wait.max.ms`: how long the broker may hold a fetch that finds nothing new. Kafka
-    /// answers as soon as a message arrives, so this costs no latency there; tansu 0.6 holds
-    /// every such fetch for the whole wait, so on it this is the consumers' delivery latency
-    /// (docs/testbed.md). Lower means more idle fetch requests.
+    /// answers as soon as a message arrives, so this costs no latency there. tansu 0.6 holds
+    /// every fetch, records or not, for half of it (all of it below 500 ms), so on tansu it sets
+    /// each consumer's delivery latency (docs/testbed.md). Lower means more idle fetches.
     pub fetch_wait_max_ms: u32,
 
     /// Timeout of metadata requests behind `check()` and of topic creation, in milliseconds.
