@@ -11,6 +11,9 @@ use std::sync::Arc;
 fn config() -> KafkaConfig {
     let mut config = KafkaConfig {
         brokers: Kafka::shared().bootstrap(),
+        // tansu holds every fetch for half this wait (250 ms at the default 500), records or
+        // not (docs/testbed.md): a shorter wait keeps the suite quick.
+        fetch_wait_max_ms: 100,
         ..KafkaConfig::default()
     };
     // librdkafka's own debug contexts, e.g. `cgrp,fetch`, logged at debug level.
