@@ -220,8 +220,8 @@ mod tests {
             serde_json::from_value(built.clone()).expect("reads as NotificationData");
         assert_eq!(typed.payload, event.data);
         assert_eq!(typed.state, state);
-        // Nothing added, nothing renamed; and where serde_json keeps insertion order (the
-        // binary's build, through bson), the same order, so the same bytes as before.
+        // Nothing added, nothing renamed, and (serde_json keeps insertion order: the workspace
+        // sets preserve_order) the same order, so the same bytes as the typed value.
         let serialised = serde_json::to_value(&typed).unwrap();
         assert_eq!(&serialised, built);
         assert_eq!(

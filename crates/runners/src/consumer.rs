@@ -8,7 +8,7 @@ use enrollstream_ports::{
     BusError, CommitPosition, EventBus, HealthRegistry, InboundMessage, StartFrom, Subscription,
     SubscriptionSpec,
 };
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -223,8 +223,13 @@ impl Steps {
         sub: &mut dyn Subscription,
         mut batch: Vec<InboundMessage>,
     ) -> Vec<InboundMessage> {
-        let assigned: HashSet<(String, i32)> = sub.assignment().into_iter().collect();
-        batch.retain(|m| assigned.contains(&(m.topic.clone(), m.partition)));
+        // An assignment is a few partitions: a scan costs less than a key copied per message.
+        let assigned = sub.assignment();
+        batch.retain(|m| {
+            assigned
+                .iter()
+                .any(|(topic, partition)| *topic == m.topic && *partition == m.partition)
+        });
         let room = self.settings.batch_size.saturating_sub(batch.len());
         if room > 0 {
             // A failure here shows again at the next waiting poll, which reports it.
