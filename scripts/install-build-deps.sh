@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages needed to BUILD the workspace.
-# rdkafka builds its vendored librdkafka (Debian's 2.0.2 cannot talk to tansu), which needs cmake,
-# a C++ compiler, curl, OpenSSL, SASL and zlib headers. apt runs only when something is missing.
+# rdkafka builds its vendored librdkafka 2.12 (Debian's is 2.0.2, years of client fixes older),
+# which needs cmake, a C++ compiler, curl, OpenSSL, SASL and zlib headers. apt runs only when something is missing.
 set -euo pipefail
 
 packages=(cmake g++ pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev)

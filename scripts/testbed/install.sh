@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs the real components the tests talk to, and skips what is already there:
-#   - tansu 0.6.0 (Kafka-protocol broker) with the libsql storage engine, built with cargo into
-#     ${ENROLLSTREAM_CACHE:-$HOME/.cache/enrollstream}/tansu-0.6.0-libsql (cold build ~20 min)
-#   - nx-27017 (MongoDB-protocol server) and aiosmtpd (SMTP server) with pip
+#   - Apache Kafka 4.1.1 (KRaft, broker + controller in one JVM): the jars from Maven Central with
+#     `mvn dependency:copy-dependencies` (scripts/testbed/kafka/pom.xml), and a storage directory
+#     formatted once as a template that every test broker copies,
+#     in ${ENROLLSTREAM_CACHE:-$HOME/.cache/enrollstream}/kafka-4.1.1 (about 15 s, 45 MB), and a
+#     class data sharing archive of one broker start (about 10 s, 50 MB) that speeds up each start
+#   - FerretDB 1.24.2 (MongoDB wire protocol on SQLite), built with Go from the module proxy
+#     into .../ferretdb-1.24.2/bin (about 2 minutes on 2 cores)
+#   - aiosmtpd (SMTP server) with pip
 # Then prints the paths that scripts/testbed/env.sh exports for the tests.
 set -euo pipefail
 
@@ -11,57 +16,177 @@ cache="${ENROLLSTREAM_CACHE:-$HOME/.cache/enrollstream}"
 
 fail() { echo "testbed install: $*" >&2; exit 1; }
 
-# Pinned: these are the versions whose behaviour /work/shared/testbed.md describes.
-TANSU_VERSION=0.6.0
-NX27017_VERSION=0.8.1
+# Pinned: docs/testbed.md describes these versions. KAFKA_VERSION is also in kafka/pom.xml.
+KAFKA_VERSION=4.1.1
+FERRETDB_VERSION=1.24.2
 AIOSMTPD_VERSION=1.4.6
+# Any fixed id works: each test broker is a cluster of its own.
+KAFKA_CLUSTER_ID=ZW5yb2xsc3RyZWFtLXRlcw
 
-install_tansu() {
-    local root="$cache/tansu-$TANSU_VERSION-libsql"
-    local bin="$root/bin/tansu"
-    if [ -n "${ENROLLSTREAM_TANSU_BIN:-}" ] && "$ENROLLSTREAM_TANSU_BIN" --version >/dev/null 2>&1; then
-        echo "tansu: using ENROLLSTREAM_TANSU_BIN=$ENROLLSTREAM_TANSU_BIN"
+# Two installs at once (two terminals, a test run and CI) must not write the same files.
+mkdir -p "$cache"
+exec 9>"$cache/install.lock"
+if ! flock -n 9; then
+    echo "another install of the test bed is running; waiting for it to finish"
+    flock 9
+fi
+
+java_bin() {
+    local java="${ENROLLSTREAM_JAVA:-}"
+    if [ -z "$java" ]; then
+        java="$(command -v java || true)"
+        [ -n "$java" ] || fail "java not found: Kafka 4 needs Java 17 or newer on PATH (or set ENROLLSTREAM_JAVA)"
+    fi
+    local major
+    major="$("$java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')"
+    [ -n "$major" ] && [ "${major%%.*}" -ge 17 ] 2>/dev/null \
+        || fail "$java is Java ${major:-of unknown version}; Kafka $KAFKA_VERSION needs Java 17 or newer (set ENROLLSTREAM_JAVA)"
+    echo "$java"
+}
+
+install_kafka() {
+    local home="$cache/kafka-$KAFKA_VERSION"
+    if [ -f "$home/.complete" ] && cmp -s "$here/kafka/log4j2.properties" "$home/log4j2.properties"; then
+        echo "kafka: present at $home"
         return
     fi
-    if "$bin" --version 2>/dev/null | grep -qF "$TANSU_VERSION"; then
-        echo "tansu: present at $bin"
+    command -v mvn >/dev/null || fail "mvn not found: the Kafka broker's jars are fetched from Maven Central with Maven"
+    local java
+    java="$(java_bin)"
+    rm -rf "$home"
+    mkdir -p "$home"
+    echo "kafka: fetching org.apache.kafka:kafka_2.13:$KAFKA_VERSION and its dependencies with Maven"
+    # The pom's directory stays clean: Maven writes nothing there for this goal.
+    if ! mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$home/lib" -Dmdep.includeScope=runtime >"$home/mvn.log" 2>&1; then
+        tail -n 40 "$home/mvn.log" >&2
+        fail "mvn dependency:copy-dependencies failed (last lines above, full log in $home/mvn.log)"
+    fi
+    cp "$here/kafka/log4j2.properties" "$home/log4j2.properties"
+    # `kafka-storage format` once, into a template: every test broker copies it instead of paying
+    # a JVM start (~2 s) for its own format. Ports are not recorded in a formatted directory.
+    local template="$home/logdir-template"
+    mkdir -p "$template"
+    cat >"$home/format.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:9093
+listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+controller.listener.names=CONTROLLER
+log.dirs=$template
+EOF
+    if ! "$java" -cp "$home/lib/*" -Dlog4j2.configurationFile="$home/log4j2.properties" \
+        kafka.tools.StorageTool format --cluster-id "$KAFKA_CLUSTER_ID" \
+        -c "$home/format.properties" >"$home/format.log" 2>&1; then
+        tail -n 40 "$home/format.log" >&2
+        fail "kafka-storage format failed (last lines above)"
+    fi
+    [ -f "$template/meta.properties" ] || fail "kafka-storage format wrote no meta.properties in $template"
+    touch "$home/.complete"
+    echo "kafka: installed $KAFKA_VERSION in $home ($(du -sh "$home/lib" | cut -f1) of jars)"
+}
+
+# A port nothing listens on, for the archive run below.
+free_port() {
+    local port
+    while :; do
+        port=$((30000 + RANDOM % 20000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+}
+
+# Class data sharing: one broker start with -XX:ArchiveClassesAtExit records the classes it
+# loads into kafka.jsa, which every test broker then maps instead of reading them from the jars
+# (with the client JIT, a start takes a third of the time; docs/testbed.md). The JVM options are
+# those of JVM_OPTIONS in crates/testkit/src/testbed/kafka.rs. Without the archive the brokers
+# still start, only slower.
+install_kafka_class_archive() {
+    local home="$cache/kafka-$KAFKA_VERSION"
+    local archive="$home/kafka.jsa"
+    if [ -f "$archive" ]; then
+        echo "kafka: class archive present at $archive"
         return
     fi
-    command -v cargo >/dev/null || fail "cargo not found: tansu is built from crates.io with cargo"
-    mkdir -p "$cache"
-    # Two installs at once (two terminals, a test run and CI) must not build it twice.
-    exec 9>"$cache/tansu.lock"
-    if ! flock -n 9; then
-        echo "tansu: another install is building it; waiting for it to finish"
-        flock 9
-    fi
-    if "$bin" --version 2>/dev/null | grep -qF "$TANSU_VERSION"; then
-        echo "tansu: present at $bin"
+    local java run port controller
+    java="$(java_bin)"
+    run="$(mktemp -d)"
+    cp -r "$home/logdir-template" "$run/logs"
+    port="$(free_port)"
+    controller="$(free_port)"
+    cat >"$run/server.properties" <<PROPERTIES
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$run/logs
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+PROPERTIES
+    echo "kafka: recording a class archive of one broker start"
+    "$java" -Xms64m -Xmx384m -XX:+UseSerialGC -XX:-UsePerfData -XX:TieredStopAtLevel=1 \
+        -Djava.awt.headless=true -XX:ArchiveClassesAtExit="$archive.tmp" \
+        -Dlog4j2.configurationFile="$home/log4j2.properties" -cp "$home/lib/*" \
+        kafka.Kafka "$run/server.properties" >"$home/archive.log" 2>&1 &
+    local pid=$! waited=0
+    until grep -F "Kafka Server started" "$home/archive.log" >/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null || [ "$waited" -ge 1200 ]; then
+            kill -9 "$pid" 2>/dev/null || true
+            tail -n 40 "$home/archive.log" >&2
+            rm -rf "$run" "$archive.tmp"
+            fail "the broker for the class archive did not start within 120 s (last lines above)"
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    # SIGTERM: a clean stop, at whose exit the JVM writes the archive.
+    kill -TERM "$pid"
+    wait "$pid" || true
+    rm -rf "$run"
+    [ -s "$archive.tmp" ] || fail "the JVM wrote no class archive (see $home/archive.log)"
+    mv "$archive.tmp" "$archive"
+    echo "kafka: class archive of $(du -h "$archive" | cut -f1) at $archive"
+}
+
+install_ferretdb() {
+    local root="$cache/ferretdb-$FERRETDB_VERSION"
+    local bin="$root/bin/ferretdb"
+    # grep reads all (no -q): with pipefail, an early exit would fail the pipe on SIGPIPE.
+    if "$bin" --version 2>/dev/null | grep -F "v$FERRETDB_VERSION" >/dev/null; then
+        echo "ferretdb: present at $bin"
         return
     fi
-    local log="$cache/tansu-build.log"
-    # A kept target dir lets an interrupted build resume instead of starting over.
-    local target="$cache/tansu-build-target"
-    echo "tansu: building tansu $TANSU_VERSION (features libsql) with cargo install."
-    echo "tansu: a cold build takes about 20 minutes on 2 cores; progress every minute, full log in $log"
-    # sleep must not hold stdout: a reader of this script's output would wait for it.
-    ( while sleep 60 </dev/null >/dev/null 2>&1; do
-        echo "tansu: still building, $(grep -c '^ *Compiling' "$log" 2>/dev/null || echo 0) crates compiled so far"
-      done ) &
-    local heartbeat=$!
-    # shellcheck disable=SC2064
-    trap "kill $heartbeat 2>/dev/null || true" EXIT
-    if ! cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
-        --root "$root" --target-dir "$target" >"$log" 2>&1; then
-        kill "$heartbeat" 2>/dev/null || true
-        tail -n 40 "$log" >&2
-        fail "cargo install tansu failed (last lines above, full log in $log)"
+    command -v go >/dev/null || fail "go not found: FerretDB is built from the Go module proxy"
+    # `go install ...@v$FERRETDB_VERSION` builds a binary that panics at start: FerretDB embeds
+    # build/version/version.txt, which its module leaves out. So build from a copy of the module
+    # with that file written.
+    local dir
+    dir="$(go mod download -json "github.com/FerretDB/FerretDB@v$FERRETDB_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [ -n "$dir" ] && [ -d "$dir" ] || fail "go mod download github.com/FerretDB/FerretDB@v$FERRETDB_VERSION failed"
+    local src="$root/src"
+    rm -rf "$src"
+    mkdir -p "$root/bin"
+    cp -r "$dir" "$src"
+    chmod -R u+w "$src"
+    echo "v$FERRETDB_VERSION" >"$src/build/version/version.txt"
+    echo "ferretdb: building FerretDB v$FERRETDB_VERSION with go (about 2 minutes)"
+    if ! (cd "$src" && go build -trimpath -o "$bin" ./cmd/ferretdb) >"$root/build.log" 2>&1; then
+        tail -n 40 "$root/build.log" >&2
+        fail "go build of FerretDB failed (last lines above, full log in $root/build.log)"
     fi
-    kill "$heartbeat" 2>/dev/null || true
-    trap - EXIT
-    rm -rf "$target"
-    "$bin" --version >/dev/null || fail "tansu was built but $bin --version does not run"
-    echo "tansu: built $bin"
+    rm -rf "$src"
+    "$bin" --version | grep -F "v$FERRETDB_VERSION" >/dev/null || fail "FerretDB was built but $bin --version does not say v$FERRETDB_VERSION"
+    echo "ferretdb: built $bin"
 }
 
 install_python_components() {
@@ -71,29 +196,28 @@ install_python_components() {
         [ -n "$py" ] || fail "python3 not found: install Python 3 with pip, or set ENROLLSTREAM_PYTHON"
         py="$("$py" -c 'import sys; print(sys.executable)')"
     fi
-    version_of() {
-        "$py" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true
-    }
-    local wanted=()
-    [ "$(version_of nx-27017)" = "$NX27017_VERSION" ] || wanted+=("nx-27017==$NX27017_VERSION")
-    [ "$(version_of aiosmtpd)" = "$AIOSMTPD_VERSION" ] || wanted+=("aiosmtpd==$AIOSMTPD_VERSION")
-    if [ "${#wanted[@]}" -eq 0 ]; then
-        echo "python components: nx-27017 $NX27017_VERSION and aiosmtpd $AIOSMTPD_VERSION present for $py"
+    local have
+    have="$("$py" -c "import importlib.metadata as m; print(m.version('aiosmtpd'))" 2>/dev/null || true)"
+    if [ "$have" = "$AIOSMTPD_VERSION" ]; then
+        echo "python components: aiosmtpd $AIOSMTPD_VERSION present for $py"
         return
     fi
-    echo "python components: pip installing ${wanted[*]} for $py"
-    "$py" -m pip install --quiet --disable-pip-version-check "${wanted[@]}" \
-        || fail "pip install ${wanted[*]} failed for $py (set ENROLLSTREAM_PYTHON to a python whose pip can install packages)"
+    echo "python components: pip installing aiosmtpd==$AIOSMTPD_VERSION for $py"
+    "$py" -m pip install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" \
+        || fail "pip install aiosmtpd==$AIOSMTPD_VERSION failed for $py (set ENROLLSTREAM_PYTHON to a python whose pip can install packages)"
     "$py" -c 'import aiosmtpd' || fail "aiosmtpd was installed but does not import in $py"
 }
 
-install_tansu
+install_kafka
+install_kafka_class_archive
+install_ferretdb
 install_python_components
 
 # shellcheck source=env.sh
 source "$here/env.sh"
-[ -x "$ENROLLSTREAM_NX27017_BIN" ] || fail "nx-27017 is installed but its script was not found (set ENROLLSTREAM_NX27017_BIN)"
+[ -n "$ENROLLSTREAM_JAVA" ] || fail "java not found for the tests (set ENROLLSTREAM_JAVA)"
 echo "testbed ready:"
-echo "  ENROLLSTREAM_TANSU_BIN=$ENROLLSTREAM_TANSU_BIN"
-echo "  ENROLLSTREAM_NX27017_BIN=$ENROLLSTREAM_NX27017_BIN"
+echo "  ENROLLSTREAM_KAFKA_HOME=$ENROLLSTREAM_KAFKA_HOME"
+echo "  ENROLLSTREAM_JAVA=$ENROLLSTREAM_JAVA"
+echo "  ENROLLSTREAM_FERRETDB_BIN=$ENROLLSTREAM_FERRETDB_BIN"
 echo "  ENROLLSTREAM_PYTHON=$ENROLLSTREAM_PYTHON"

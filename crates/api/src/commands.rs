@@ -46,6 +46,38 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandRequest {
     }
 }
 
+/// A command as either transport (REST, GraphQL) hands it to `execute`: the body as JSON, the
+/// fingerprint its `Idempotency-Key` is tied to, and what the request's headers said.
+pub(crate) struct CommandInput {
+    pub body: Value,
+    pub fingerprint: String,
+    pub idempotency_key: Option<String>,
+    pub traceparent: Option<String>,
+    /// Event ids the command must see projected first (`X-Enrollstream-After`).
+    pub after: Vec<String>,
+}
+
+/// A command the bus has durably: what the caller is told.
+pub(crate) struct Accepted {
+    pub status: StatusCode,
+    pub kind: EntityKind,
+    pub entity_id: String,
+    pub event_id: String,
+    /// The 202 body (as stored with an idempotency key, so a retry answers the same).
+    pub body: Value,
+}
+
+impl IntoResponse for Accepted {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body)).into_response();
+        let location = format!("/v1/{}s/{}", self.kind.as_str(), self.entity_id);
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        response
+    }
+}
+
 /// A command that creates an entity (`POST /v1/quotes`, `POST /v1/applications`): its event
 /// names a fresh entity id.
 pub async fn create<C: CommandBody>(
@@ -53,7 +85,10 @@ pub async fn create<C: CommandBody>(
     req: CommandRequest,
     body: Body,
 ) -> Result<Response, Problem> {
-    execute::<C>(&shared, &req, &body, new_id(), false).await
+    let input = rest_input(&req, &body, false)?;
+    Ok(execute::<C>(&shared, input, new_id(), false)
+        .await?
+        .into_response())
 }
 
 /// A command on the entity named by the path: it must already be in the read model and accept
@@ -64,39 +99,76 @@ pub async fn on_existing<C: CommandBody>(
     req: CommandRequest,
     body: Body,
 ) -> Result<Response, Problem> {
-    execute::<C>(&shared, &req, &body, id, true).await
+    let input = rest_input(&req, &body, true)?;
+    Ok(execute::<C>(&shared, input, id, true)
+        .await?
+        .into_response())
 }
 
-/// Decode and validate, (reserve the idempotency key), check against the read model, publish,
-/// answer.
-async fn execute<C: CommandBody>(
-    shared: &Shared,
+fn rest_input(
     req: &CommandRequest,
     body: &Body,
+    must_exist: bool,
+) -> Result<CommandInput, Problem> {
+    let json = body.command_json()?;
+    Ok(CommandInput {
+        body: json,
+        fingerprint: fingerprint(req, &body.bytes),
+        idempotency_key: extract::idempotency_key(&req.headers)?,
+        traceparent: extract::traceparent(&req.headers),
+        after: if must_exist {
+            extract::after_header(&req.headers)?
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// The one path of every command, whichever transport it came by: decode and validate,
+/// (reserve the idempotency key), check against the read model, publish, answer.
+pub(crate) async fn execute<C: CommandBody>(
+    shared: &Shared,
+    input: CommandInput,
     entity_id: String,
     must_exist: bool,
-) -> Result<Response, Problem> {
-    let input: C = dto::decode(&body.command_json()?)?;
-    let event = input.into_event(entity_id)?;
+) -> Result<Accepted, Problem> {
+    let limits = &shared.api.config.event_limits;
+    // An id from the caller (path or GraphQL argument) becomes a header value and a document
+    // key downstream: checked before anything else is done with it.
+    if must_exist && !limits.is_id(&entity_id) {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "id",
+            limits.id_rule(),
+        )]));
+    }
+    let command: C = dto::decode(&input.body)?;
+    let event = command.into_event(entity_id)?;
     let api = &shared.api;
-    let key = extract::idempotency_key(&req.headers)?;
+    let key = input.idempotency_key;
     let kind = event.kind();
     let entity_id = event.entity_id().to_string();
-    let traceparent = extract::traceparent(&req.headers).unwrap_or_else(new_traceparent);
+    let traceparent = input.traceparent.unwrap_or_else(new_traceparent);
     let envelope = CloudEvent::new(
         &event,
         &api.config.source,
         api.clock.now(),
         Some(traceparent),
     );
-    DomainEvent::from_cloud_event(&envelope).map_err(|err| {
+    let in_body = |errors: Vec<FieldError>| {
         Problem::invalid(
-            err.errors
+            errors
                 .into_iter()
                 .map(|e| FieldError::new(C::body_field(&e.field), e.reason))
                 .collect(),
         )
-    })?;
+    };
+    let decoded = DomainEvent::from_cloud_event(&envelope).map_err(|err| in_body(err.errors))?;
+    let mut errors = limits.check(&envelope, &decoded);
+    errors.extend(limits.check_times(&envelope, &decoded, api.clock.now()));
+    limits.check_size(envelope.to_vec().len(), &mut errors);
+    if !errors.is_empty() {
+        return Err(in_body(errors));
+    }
     let topic = api.config.topics.events_for(kind).to_string();
     let response = json!({ id_field(kind): entity_id, "event_id": envelope.id });
 
@@ -107,7 +179,7 @@ async fn execute<C: CommandBody>(
         Some(key) => {
             let record = IdempotencyRecord {
                 key: key.clone(),
-                fingerprint: fingerprint(req, &body.bytes),
+                fingerprint: input.fingerprint,
                 topic,
                 event: envelope,
                 status: StatusCode::ACCEPTED.as_u16(),
@@ -148,19 +220,20 @@ async fn execute<C: CommandBody>(
     // A replayed create carries the id of its first attempt, not the one made just now.
     let entity_id = envelope.entity_id().to_string();
     if must_exist {
-        check_against_read_model(shared, &req.headers, kind, &entity_id, &envelope).await?;
+        check_against_read_model(shared, &input.after, kind, &entity_id, &envelope).await?;
     }
     publish(api, &topic, std::slice::from_ref(&envelope)).await?;
     if let Some(key) = &key {
         mark_published(shared, key).await;
     }
     shared.recent.remember(kind, &entity_id, &envelope.id);
-    Ok(accepted(
-        StatusCode::ACCEPTED.as_u16(),
+    Ok(Accepted {
+        status: StatusCode::ACCEPTED,
         kind,
-        &entity_id,
-        response,
-    ))
+        entity_id,
+        event_id: envelope.id,
+        body: response,
+    })
 }
 
 /// A failure here only means a retry republishes the same event id, which downstream dedupes.
@@ -173,16 +246,16 @@ async fn mark_published(shared: &Shared, key: &str) {
 /// Wait for the writes this command must see, then check the event against the entity's state.
 async fn check_against_read_model(
     shared: &Shared,
-    headers: &HeaderMap,
+    after: &[String],
     kind: EntityKind,
     entity_id: &str,
     envelope: &CloudEvent,
 ) -> Result<(), Problem> {
     let api = &shared.api;
     let deadline = Instant::now() + api.config.command_wait;
-    for event_id in extract::after_header(headers)? {
-        if !wait_until(shared, &event_id, deadline).await? {
-            return Err(Problem::not_yet_projected(&event_id));
+    for event_id in after {
+        if !wait_until(shared, event_id, deadline).await? {
+            return Err(Problem::not_yet_projected(event_id));
         }
     }
     if let Some(event_id) = shared.recent.last(kind, entity_id) {
@@ -235,23 +308,14 @@ fn id_field(kind: EntityKind) -> &'static str {
 
 /// The answer stored with an idempotency key, as first given.
 /// The kind is the command's: the fingerprint ties a key to one path, so to one entity kind.
-fn replay(stored: IdempotencyRecord, kind: EntityKind) -> Response {
-    accepted(
-        stored.status,
+fn replay(stored: IdempotencyRecord, kind: EntityKind) -> Accepted {
+    Accepted {
+        status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED),
         kind,
-        stored.event.entity_id(),
-        stored.response,
-    )
-}
-
-fn accepted(status: u16, kind: EntityKind, entity_id: &str, body: Value) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-    let mut response = (status, Json(body)).into_response();
-    let location = format!("/v1/{}s/{entity_id}", kind.as_str());
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
+        entity_id: stored.event.entity_id().to_string(),
+        event_id: stored.event.id,
+        body: stored.response,
     }
-    response
 }
 
 /// The same key may only ever stand for one request: method, path and exact body bytes.

@@ -322,10 +322,14 @@ pub struct ApplicationAccepted {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct AcceptedEvent {
+    /// The producer's id, as sent.
     pub id: String,
     #[serde(rename = "type")]
     pub ty: String,
     pub subject: String,
+    /// The event's key in the read model, derived from `source` and `id` (ids are unique per
+    /// source only). Pass it as `?after=` (or `X-Enrollstream-After`) to read your write.
+    pub event_key: String,
 }
 
 /// 202 answer of `POST /v1/events`.

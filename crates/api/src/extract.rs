@@ -14,6 +14,9 @@ use crate::problem::Problem;
 pub const AFTER_HEADER: &str = "x-enrollstream-after";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// Most event ids one request may wait for: each is a store wait, so the list is bounded.
+pub const MAX_AFTER_IDS: usize = 16;
+
 /// The raw request body and its media type (lower-case, parameters dropped).
 pub struct Body {
     pub media_type: Option<String>,
@@ -129,6 +132,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadOptions {
             }
             after.push(id.clone());
         }
+        if after.len() > MAX_AFTER_IDS {
+            return Err(Problem::invalid(vec![FieldError::new(
+                "after",
+                format!(
+                    "names {} event ids; at most {MAX_AFTER_IDS} (with X-Enrollstream-After)",
+                    after.len()
+                ),
+            )]));
+        }
         Ok(Self { after, wait_ms })
     }
 }
@@ -149,6 +161,12 @@ pub fn after_header(headers: &HeaderMap) -> Result<Vec<String>, Problem> {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
         );
+        if ids.len() > MAX_AFTER_IDS {
+            return Err(Problem::invalid(vec![FieldError::new(
+                "X-Enrollstream-After",
+                format!("names more than {MAX_AFTER_IDS} event ids"),
+            )]));
+        }
     }
     Ok(ids)
 }

@@ -1,15 +1,20 @@
 //! `POST /v1/events`: CloudEvents from upstream producers, one or a batch, in structured JSON.
 //!
 //! These are facts that already happened elsewhere, so only their shape is checked here (envelope,
-//! data schema, `time`), never their transition: the projector decides, and dead-letters an event
-//! that does not fit with its reason. The producer's `id` is kept, which makes a retried batch
-//! harmless: every consumer is idempotent by event id. For the same reason `Idempotency-Key` is
-//! not used on this route.
+//! data schema, `time`, the limits), never their transition: the projector decides, and
+//! dead-letters an event that does not fit with its reason. The producer's `id` (a UUID) is kept,
+//! which makes a retried batch harmless: the read model dedupes by `(source, id)`, answered as
+//! `event_key` (pass it as `?after=`). For the same reason `Idempotency-Key` is not used on this
+//! route. Types only enrollstream produces and enrollstream's own sources are refused.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
+use enrollstream_domain::envelope::OWN_SOURCE_PREFIX;
+use enrollstream_domain::events::INTERNAL_TYPES;
+use enrollstream_domain::limits::Limits;
 use enrollstream_domain::{CloudEvent, DomainEvent, FieldError};
 use serde_json::Value;
 
@@ -57,7 +62,11 @@ pub async fn ingest(State(shared): State<Shared>, body: Body) -> Result<Response
             (true, "$") => format!("[{index}]"),
             (true, f) => format!("[{index}].{f}"),
         };
-        match check(item) {
+        match check(
+            item,
+            &shared.api.config.event_limits,
+            shared.api.clock.now(),
+        ) {
             Ok(event) => events.push(event),
             Err(errs) => errors.extend(
                 errs.into_iter()
@@ -83,12 +92,15 @@ pub async fn ingest(State(shared): State<Shared>, body: Body) -> Result<Response
         publish(api, topic, list).await?;
     }
     for (event, kind) in &events {
-        shared.recent.remember(*kind, event.entity_id(), &event.id);
+        shared
+            .recent
+            .remember(*kind, event.entity_id(), &event.key());
     }
     let accepted = events
         .into_iter()
         .map(|(e, _)| AcceptedEvent {
             subject: e.entity_id().to_string(),
+            event_key: e.key(),
             id: e.id,
             ty: e.ty,
         })
@@ -96,14 +108,50 @@ pub async fn ingest(State(shared): State<Shared>, body: Body) -> Result<Response
     Ok((StatusCode::ACCEPTED, Json(EventsAccepted { accepted })).into_response())
 }
 
-fn check(item: &Value) -> Result<(CloudEvent, enrollstream_domain::EntityKind), Vec<FieldError>> {
+/// What an upstream event must be to be accepted: a valid CloudEvent of a known, public type,
+/// with an id that is a UUID, a source that is not ours, and everything within the limits.
+fn check(
+    item: &Value,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<(CloudEvent, enrollstream_domain::EntityKind), Vec<FieldError>> {
     let event = CloudEvent::from_json(item).map_err(|e| e.errors)?;
     let decoded = DomainEvent::from_cloud_event(&event).map_err(|e| e.errors)?;
+    let mut errors = Vec::new();
     if event.time.is_none() {
-        return Err(vec![FieldError::new(
+        errors.push(FieldError::new(
             "time",
             "is required: the read model records when the fact happened",
-        )]);
+        ));
     }
-    Ok((event, decoded.kind()))
+    if uuid::Uuid::try_parse(&event.id).is_err() {
+        errors.push(FieldError::new(
+            "id",
+            "must be a UUID (e.g. 0192f4c1-7d2e-7a3b-9c4d-5e6f7a8b9c0d)",
+        ));
+    }
+    if INTERNAL_TYPES.contains(&event.ty.as_str()) {
+        errors.push(FieldError::new(
+            "type",
+            "is an event enrollstream produces itself; it is not accepted from outside",
+        ));
+    }
+    if event
+        .source
+        .to_ascii_lowercase()
+        .starts_with(OWN_SOURCE_PREFIX.trim_end_matches('/'))
+    {
+        errors.push(FieldError::new(
+            "source",
+            format!("{OWN_SOURCE_PREFIX}… is enrollstream's own source; name your producer"),
+        ));
+    }
+    errors.extend(limits.check(&event, &decoded));
+    errors.extend(limits.check_times(&event, &decoded, now));
+    limits.check_size(item.to_string().len(), &mut errors);
+    if errors.is_empty() {
+        Ok((event, decoded.kind()))
+    } else {
+        Err(errors)
+    }
 }

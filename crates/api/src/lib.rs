@@ -1,11 +1,14 @@
 //! The HTTP API (axum): commands become validated CloudEvents on the bus; reads come from the
 //! read model. Every error is RFC 9457 problem+json. See `openapi()` for the contract.
 
+pub mod auth;
 mod commands;
 mod config;
 mod dto;
 mod extract;
+pub mod graphql;
 mod ingest;
+pub mod limits;
 mod middleware;
 mod openapi;
 mod ops;
@@ -14,6 +17,8 @@ mod publish;
 mod reads;
 mod recent;
 mod schemas;
+mod security;
+pub mod server;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
@@ -28,8 +33,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use auth::Authenticator;
 pub use config::ApiConfig;
-pub use openapi::openapi;
 pub use problem::Problem;
 
 /// Everything the API needs from the process that runs it.
@@ -45,6 +50,16 @@ pub struct ApiState {
     /// Broker signature reminders, shown with the application they belong to (when the
     /// reminders role's store is available to this process).
     pub reminders: Option<Arc<dyn enrollstream_ports::reminders::ReminderStore>>,
+    /// Checks credentials (API keys in the store, JWTs) unless `[api] auth = "off"`.
+    pub auth: Arc<Authenticator>,
+}
+
+/// The OpenAPI document: the routes and bodies (`openapi`), and who may call each
+/// (`security`).
+pub fn openapi() -> serde_json::Value {
+    let mut doc = openapi::openapi();
+    security::document(&mut doc);
+    doc
 }
 
 /// The router's own state: the caller's plus what the API keeps between requests.
@@ -53,6 +68,9 @@ pub(crate) struct Shared {
     pub api: ApiState,
     pub recent: Arc<recent::RecentWrites>,
     pub rules: Arc<RoutingRules>,
+    pub auth: Arc<Authenticator>,
+    pub limits: Arc<limits::Limits>,
+    pub graphql: graphql::ApiSchema,
 }
 
 /// Every route: the router is built from this table and `openapi()` is checked against it.
@@ -125,6 +143,9 @@ pub(crate) fn routes() -> Vec<(&'static str, Method, MethodRouter<Shared>)> {
 
 /// The whole API: commands, reads, schemas, and the operational endpoints.
 pub fn router(state: ApiState) -> Router {
+    if state.auth.mode() == auth::AuthMode::Off {
+        tracing::warn!("[api] auth = \"off\": ANYONE who reaches this port can read and change every quote and application; use it only to try enrollstream out");
+    }
     build(state, |_| true)
 }
 
@@ -140,14 +161,27 @@ pub fn ops_router(state: ApiState) -> Router {
 fn build(state: ApiState, serves: impl Fn(&str) -> bool) -> Router {
     describe_metrics();
     let max_body = state.config.max_body_bytes;
+    let limits = Arc::new(limits::Limits::new(&state.config.limits));
     let shared = Shared {
+        auth: state.auth.clone(),
+        graphql: graphql::schema(&state.config.graphql),
         api: state,
         recent: Arc::new(recent::RecentWrites::default()),
         rules: Arc::new(RoutingRules::default()),
+        limits: limits.clone(),
     };
     let mut router = Router::new();
     for (path, _, method_router) in routes() {
         if serves(path) {
+            router = router.route(path, method_router);
+        }
+    }
+    // Beside `routes()`, whose table `openapi.rs` documents; `security` documents these.
+    if serves(graphql::PATH) {
+        let extra = graphql::routes(&shared.api.config.graphql)
+            .into_iter()
+            .chain(auth::admin::routes());
+        for (path, method_router) in extra {
             router = router.route(path, method_router);
         }
     }
@@ -167,6 +201,11 @@ fn build(state: ApiState, serves: impl Fn(&str) -> bool) -> Router {
             middleware::problem_for_bare_errors,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(limits, limits::bound))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            auth::guard::guard,
+        ))
         .layer(DefaultBodyLimit::max(max_body));
     router
         .fallback(middleware::route_not_found)

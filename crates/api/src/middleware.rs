@@ -33,6 +33,7 @@ pub fn make_span(req: &Request) -> Span {
         route = %route_of(req),
         path = %req.uri().path(),
         request_id,
+        credential = tracing::field::Empty,
         status = tracing::field::Empty,
     )
 }
@@ -95,6 +96,13 @@ pub async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             format!("{method} is not allowed on {path}; allowed: {allow}")
+        }
+        // A server error's text may name internals: logged, not sent.
+        _ if status.is_server_error() => {
+            if !text.is_empty() {
+                tracing::error!(status = status.as_u16(), error = %text, "server error");
+            }
+            status.canonical_reason().unwrap_or("error").to_string()
         }
         _ if !text.is_empty() => text,
         _ => status.canonical_reason().unwrap_or("error").to_string(),

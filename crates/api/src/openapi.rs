@@ -2,6 +2,7 @@
 //! types the handlers decode and encode, so the document cannot drift from the code on shapes;
 //! a test checks it lists every route of the router.
 
+use enrollstream_domain::limits::Limits;
 use enrollstream_domain::{Application, CloudEvent, Quote};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -16,9 +17,16 @@ pub fn openapi() -> Value {
     let mut gen = SchemaSettings::draft2020_12()
         .with(|s| s.definitions_path = "/components/schemas/".into())
         .into_generator();
-    let paths = paths(&mut gen);
+    let mut paths = paths(&mut gen);
     let mut schemas = gen.take_definitions(true);
     schemas.insert("Problem".into(), problem_schema());
+    // The default bounds (`[limits]`, configurable) on the fields the schemas describe, and on
+    // the inline bodies of the paths.
+    let limits = Limits::default();
+    for schema in schemas.values_mut() {
+        bound(schema, &limits);
+    }
+    bound(&mut paths, &limits);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -31,7 +39,15 @@ pub fn openapi() -> Value {
                 through one API process wait for each other automatically. The API checks \
                 commands against the read model; the projector is the authority and dead-letters \
                 a command that lost a race, with its reason. Every error is RFC 9457 \
-                `application/problem+json` with the offending fields in `errors`.",
+                `application/problem+json` with the offending fields in `errors`. Every event is \
+                bounded (`x-enrollstream-limits`, the defaults; operators set them under \
+                `[limits]`): ids are 1 to `max_id_len` of `A-Z a-z 0-9 - _ :`; free text at most \
+                `max_text_len` characters without control characters (tab and newline allowed); \
+                other strings at most `max_string_len`; `data` at most `max_depth` levels deep \
+                with at most `max_items` members or items per object or array; integers within \
+                64-bit signed range; an event at most `max_event_bytes` as JSON; `time` (and \
+                `signed_at`) at most `max_event_age` old and `max_clock_skew` ahead.",
+            "x-enrollstream-limits": limits_document(),
         },
         "paths": paths,
         "components": {
@@ -160,8 +176,14 @@ fn paths(gen: &mut SchemaGenerator) -> Value {
         "Structured-mode CloudEvents. Each needs `time`, a known `type` and `data` matching \
          `/v1/schemas/{type}`; transitions are not checked (these are facts; the projector \
          decides). All or nothing: one invalid event refuses the batch, naming `[index].field`. \
-         The producer's `id` is kept and every consumer is idempotent by it, so a retried batch \
-         is harmless; `Idempotency-Key` is therefore not used on this route."
+         The producer's `id` must be a UUID and is kept; the read model dedupes by `(source, \
+         id)` and answers that key as `event_key` (pass it as `?after=`), so a retried batch is \
+         harmless; `Idempotency-Key` is therefore not used on this route. Refused: types only \
+         enrollstream produces (`signature_reminders_exhausted`), sources under \
+         `/enrollstream/`, control characters in anything that becomes a header (`id`, \
+         `source`, `type`, `subject`, extension attributes, which are strings, booleans or \
+         integers named by 1 to 20 lower-case letters or digits), and everything outside the \
+         limits of `info.x-enrollstream-limits`."
     );
     add("/v1/events", "post", ingest);
 
@@ -247,6 +269,57 @@ fn paths(gen: &mut SchemaGenerator) -> Value {
         "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}});
     add("/metrics", "get", metrics);
     Value::Object(p)
+}
+
+/// The default limits as the document states them.
+fn limits_document() -> Value {
+    let mut v = serde_json::to_value(Limits::default()).expect("limits serialise");
+    v["id_pattern"] = json!(ID_PATTERN);
+    v
+}
+
+const ID_PATTERN: &str = "^[A-Za-z0-9_:-]+$";
+
+/// `maxLength`, `pattern` and ranges on the properties the limits bound, by name, wherever they
+/// appear in `schema`.
+fn bound(schema: &mut Value, limits: &Limits) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = map.get_mut("properties") {
+                for (name, prop) in props.iter_mut() {
+                    let Value::Object(p) = prop else { continue };
+                    let is_string = p.get("type").is_some_and(|t| {
+                        t == "string" || t.as_array().is_some_and(|a| a.contains(&json!("string")))
+                    });
+                    match name.as_str() {
+                        "customer_id" | "quote_id" | "application_id" | "subject" | "entity_id"
+                            if is_string =>
+                        {
+                            p.insert("maxLength".into(), json!(limits.max_id_len));
+                            p.insert("pattern".into(), json!(ID_PATTERN));
+                        }
+                        "name" | "product" | "reason" | "signed_by" | "approved_by"
+                            if is_string =>
+                        {
+                            p.insert("maxLength".into(), json!(limits.max_text_len));
+                        }
+                        "email" | "broker_email" if is_string => {
+                            p.insert("maxLength".into(), json!(limits.max_email_len));
+                        }
+                        "amount_minor" => {
+                            p.insert("maximum".into(), json!(limits.max_amount_minor));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            for v in map.values_mut() {
+                bound(v, limits);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| bound(v, limits)),
+        _ => {}
+    }
 }
 
 fn accepted<T: JsonSchema>(gen: &mut SchemaGenerator) -> Value {
@@ -415,6 +488,29 @@ mod tests {
             crate::routes().len(),
             "openapi.json documents a route the router lacks"
         );
+    }
+
+    #[test]
+    fn the_bounds_are_documented() {
+        let doc = openapi();
+        let limits = &doc["info"]["x-enrollstream-limits"];
+        assert_eq!(limits["max_id_len"], 128);
+        assert!(
+            limits["max_event_age"].is_string(),
+            "durations as in the config file"
+        );
+        let schemas = &doc["components"]["schemas"];
+        let quote = &schemas["CreateQuote"]["properties"];
+        assert_eq!(quote["customer_id"]["maxLength"], 128);
+        assert_eq!(quote["customer_id"]["pattern"], ID_PATTERN);
+        assert_eq!(quote["product"]["maxLength"], 1024);
+        assert!(quote["amount_minor"]["maximum"].is_number());
+        let applicant = &schemas["ApplicantInput"]["properties"];
+        assert_eq!(applicant["email"]["maxLength"], 254);
+        let ingest = doc["paths"]["/v1/events"]["post"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(ingest.contains("UUID") && ingest.contains("signature_reminders_exhausted"));
     }
 
     #[test]

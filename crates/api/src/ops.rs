@@ -1,12 +1,13 @@
 //! Liveness, readiness and metrics for orchestrators and scrapers.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
+use crate::auth::Scope;
 use crate::problem::Problem;
 use crate::Shared;
 
@@ -19,8 +20,15 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-pub async fn readyz(State(shared): State<Shared>) -> Response {
+/// Public, so by default it names each component and whether it is ready, not why: the reasons
+/// are driver errors (hosts, internals) and go to the log. An `admin` credential sees them.
+pub async fn readyz(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     let api = &shared.api;
+    let detailed = shared
+        .auth
+        .authenticate(&headers)
+        .await
+        .is_ok_and(|p| p.allows(Scope::Admin));
     let (store, bus, backlog) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, api.store.check()),
         tokio::time::timeout(CHECK_TIMEOUT, api.bus.check()),
@@ -47,6 +55,18 @@ pub async fn readyz(State(shared): State<Shared>) -> Response {
             name,
             serde_json::to_value(health).expect("health serialises"),
         );
+    }
+    for (name, component) in components.iter_mut() {
+        if component["ready"] == false {
+            tracing::debug!(component = %name, detail = %component["detail"], "not ready");
+        }
+        if !detailed {
+            component["detail"] = json!(if component["ready"] == true {
+                "ok"
+            } else {
+                "not ready"
+            });
+        }
     }
     if ready {
         Json(json!({"status": "ready", "components": components, "outbox_backlog": backlog}))
@@ -83,7 +103,10 @@ fn outcome(
 ) -> (bool, Value) {
     let (ready, detail) = match result {
         Ok(Ok(())) => (true, format!("{adapter}: ok")),
-        Ok(Err(err)) => (false, format!("{adapter}: {err}")),
+        Ok(Err(err)) => {
+            tracing::warn!(adapter, error = %err, "readiness check failed");
+            (false, format!("{adapter}: {err}"))
+        }
         Err(_) => (
             false,
             format!("{adapter}: check timed out after {CHECK_TIMEOUT:?}"),

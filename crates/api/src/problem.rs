@@ -183,13 +183,14 @@ impl Problem {
         )
     }
 
+    /// The driver's error is logged, never sent: it names hosts, brokers and internals.
     pub fn bus(err: &BusError) -> Self {
         tracing::warn!(error = %err, "publish failed");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "bus-unavailable",
             "The event bus did not accept the event",
-            format!("{err}; nothing was accepted, retry later"),
+            "the event bus is unavailable; nothing was accepted, retry later",
         )
         .with_retry_after(1)
     }
@@ -202,14 +203,15 @@ impl Problem {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store-unavailable",
                     "The read model is unavailable",
-                    err.to_string(),
+                    "the store is unavailable; retry later",
                 )
                 .with_retry_after(1)
             }
-            StoreError::Fatal(_) => Self::internal(err.to_string()),
+            StoreError::Fatal(_) => Self::internal(format!("store: {err}")),
         }
     }
 
+    /// `detail` is logged; the caller is told only that it happened.
     pub fn internal(detail: impl Into<String>) -> Self {
         let detail = detail.into();
         tracing::error!(%detail, "internal error");
@@ -217,7 +219,7 @@ impl Problem {
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "Internal error",
-            detail,
+            "the server failed to handle the request; it is logged",
         )
     }
 

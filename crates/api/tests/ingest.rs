@@ -70,7 +70,13 @@ async fn a_single_structured_event_is_published_with_its_own_id() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(
         body,
-        json!({"accepted":[{"id": event["id"], "type":"com.enrollstream.application.started.v1", "subject":"A-100"}]})
+        json!({"accepted":[{
+            "id": event["id"],
+            "type":"com.enrollstream.application.started.v1",
+            "subject":"A-100",
+            // Ids are unique per source: the read model keys the event by both.
+            "event_key": enrollstream_domain::ids::derived_id(&["event", "/partner/portal", event["id"].as_str().unwrap()]),
+        }]})
     );
     let published = app.published(APPLICATIONS).await;
     assert_eq!(published.len(), 1);
@@ -273,4 +279,68 @@ async fn refusals_name_the_field_and_publish_nothing() {
         .unwrap();
     problem(res, 413).await;
     assert_eq!(app.total().await, 0);
+}
+
+/// Issue 15: every input that would later stop the pipeline is refused here, naming the field.
+#[tokio::test]
+async fn inputs_that_would_stop_the_pipeline_are_refused_at_the_edge() {
+    let app = App::spawn().await;
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut e = started("A-1");
+        f(&mut e);
+        e
+    };
+    let exhausted = upstream(DomainEvent::Application(
+        ApplicationEvent::RemindersExhausted(SignatureRemindersExhausted {
+            application_id: "A-1".into(),
+            attempts: 5,
+            broker_email: "b@example.com".into(),
+        }),
+    ));
+    let cases: Vec<(Value, &str)> = vec![
+        (with(&|e| e["id"] = json!("upstream-1")), "id"),
+        (exhausted, "type"),
+        (
+            with(&|e| e["source"] = json!("/enrollstream/reminders")),
+            "source",
+        ),
+        (with(&|e| e["source"] = json!("/Enrollstream")), "source"),
+        (
+            with(&|e| {
+                e["subject"] = json!("A-1\r\nX-Evil: 1");
+                e["data"]["application_id"] = json!("A-1\r\nX-Evil: 1");
+            }),
+            "subject",
+        ),
+        (
+            with(&|e| e["time"] = json!("+10000-01-01T00:00:00Z")),
+            "time",
+        ),
+        (with(&|e| e["time"] = json!("2999-01-01T00:00:00Z")), "time"),
+        (
+            with(&|e| e["data"]["extra"] = json!(u64::MAX)),
+            "data.extra",
+        ),
+        (
+            with(&|e| e["data"]["deep"] = json!([[[[[[[[[[1]]]]]]]]]])),
+            "data.deep[0][0][0][0][0][0][0]",
+        ),
+        (
+            with(&|e| e["data"]["applicant"]["name"] = json!("J".repeat(5000))),
+            "data.applicant.name",
+        ),
+        (
+            with(&|e| e["partnerid"] = json!({"nested": 1})),
+            "partnerid",
+        ),
+    ];
+    for (event, field) in cases {
+        let res = send(&app, "application/cloudevents+json", &event).await;
+        let p = problem(res, 422).await;
+        assert!(
+            fields(&p).iter().any(|f| f == field),
+            "expected {field} in {p}"
+        );
+    }
+    assert_eq!(app.total().await, 0, "nothing refused reached the bus");
 }

@@ -177,6 +177,11 @@ async fn openapi_json_describes_every_route_and_every_route_in_it_is_served() {
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
+        ("post", "/graphql"),
+        ("get", "/graphql/schema.graphql"),
+        ("get", "/v1/admin/api-keys"),
+        ("post", "/v1/admin/api-keys"),
+        ("delete", "/v1/admin/api-keys/{name}"),
     ];
     for (method, path) in expected {
         assert!(

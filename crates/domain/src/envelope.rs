@@ -11,6 +11,9 @@ use crate::ids;
 use crate::validation::{FieldError, ValidationError};
 
 pub const SPEC_VERSION: &str = "1.0";
+/// Sources of the events enrollstream builds itself (`/enrollstream/api`,
+/// `/enrollstream/reminders`); `POST /v1/events` refuses them, so no caller can speak for us.
+pub const OWN_SOURCE_PREFIX: &str = "/enrollstream/";
 pub const JSON: &str = "application/json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -134,6 +137,19 @@ impl CloudEvent {
         ValidationError::check(errors)
     }
 
+    /// The event's key in the read model and in every id derived from it: CloudEvents ids are
+    /// unique per `source`, so events of different sources never share a key. Our own events
+    /// keep their id (fresh UUIDs, or ids derived from our own keys); an upstream producer's
+    /// event gets a UUIDv5 of its source and id, so that no caller can take the (predictable)
+    /// id of an event we derive, such as `SignatureRemindersExhausted`, before we publish it.
+    pub fn key(&self) -> String {
+        if self.source.starts_with(OWN_SOURCE_PREFIX) {
+            self.id.clone()
+        } else {
+            ids::derived_id(&["event", &self.source, &self.id])
+        }
+    }
+
     pub fn entity_kind(&self) -> Option<EntityKind> {
         EntityKind::of_type(&self.ty)
     }
@@ -243,6 +259,18 @@ mod tests {
         ev.subject = Some("A-2".into());
         let err = DomainEvent::from_cloud_event(&ev).unwrap_err();
         assert_eq!(err.errors[0].field, "subject");
+    }
+
+    #[test]
+    fn keys_are_per_source() {
+        let mut ev = CloudEvent::new(&started(), "/enrollstream/api", Utc::now(), None);
+        assert_eq!(ev.key(), ev.id);
+        let own = ev.key();
+        ev.source = "/partner".into();
+        assert_ne!(ev.key(), own);
+        let partner = ev.key();
+        ev.source = "/other".into();
+        assert_ne!(ev.key(), partner);
     }
 
     #[test]

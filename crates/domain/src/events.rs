@@ -37,6 +37,10 @@ pub const ALL_TYPES: &[&str] = &[
     SIGNATURE_REMINDERS_EXHAUSTED,
 ];
 
+/// Types only enrollstream itself produces: `POST /v1/events` refuses them, so a caller can
+/// never announce, say, that the reminders of an application ran out.
+pub const INTERNAL_TYPES: &[&str] = &[SIGNATURE_REMINDERS_EXHAUSTED];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntityKind {

@@ -8,6 +8,7 @@ pub mod application;
 pub mod envelope;
 pub mod events;
 pub mod ids;
+pub mod limits;
 pub mod money;
 pub mod notification;
 pub mod projection;

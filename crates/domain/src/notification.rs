@@ -69,9 +69,10 @@ pub fn outbox_for(
             .map(|parent| child_traceparent(parent, child_id))
     };
     let entity_id = event.entity_id().to_string();
+    let key = event.key();
     let mut out = Vec::new();
     for (topic, route) in rules.routes(&event.ty) {
-        let id = derived_id(&["notification", &event.id, &topic]);
+        let id = derived_id(&["notification", &key, &topic]);
         let data = notification_data(
             &id,
             event,
@@ -97,12 +98,12 @@ pub fn outbox_for(
         });
     }
     if let Some(topic) = &rules.entity_updates_topic {
-        let id = derived_id(&["entity-updated", &event.id]);
+        let id = derived_id(&["entity-updated", &key]);
         let data = json!({
             "entity_kind": kind,
             "entity_id": entity_id,
             "entity_version": version,
-            "caused_by": { "event_id": event.id, "event_type": event.ty },
+            "caused_by": { "event_id": key, "event_type": event.ty },
             "state": state,
         });
         let ce = envelope(
@@ -140,7 +141,7 @@ fn notification_data(
 ) -> serde_json::Value {
     let mut data = serde_json::Map::new();
     data.insert("notification_id".into(), id.into());
-    data.insert("event_id".into(), event.id.as_str().into());
+    data.insert("event_id".into(), event.key().into());
     data.insert("event_type".into(), event.ty.as_str().into());
     data.insert("entity_kind".into(), json!(kind));
     data.insert("entity_id".into(), entity_id.into());

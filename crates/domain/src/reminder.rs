@@ -75,6 +75,9 @@ pub enum Closure {
     Declined,
 }
 
+/// How many event ids a reminder remembers; older ones are dropped first.
+pub const APPLIED_EVENT_IDS: usize = 32;
+
 /// The reminder state of one application.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Reminder {
@@ -105,8 +108,11 @@ pub struct Reminder {
     pub failures: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Ids of the events folded in: the fence that makes a redelivery a no-op. An application
-    /// has a handful of events, so the list stays short.
+    /// Ids of the latest events folded in (at most [`APPLIED_EVENT_IDS`]): the fence that makes
+    /// a redelivery a no-op. Bounded because every event of the application lands here, forged
+    /// or repeated ones too; an event older than the list folded in again changes nothing,
+    /// since each fact it sets is kept from its first arrival (submission, exhaustion) or only
+    /// ever set (signature, closure), and `Started` carries the same applicant again.
     #[serde(default)]
     pub applied_event_ids: Vec<String>,
     pub updated_at: DateTime<Utc>,
@@ -215,6 +221,11 @@ impl Reminder {
             E::Approved(_) => return Applied::Ignored,
         }
         next.applied_event_ids.push(event_id.to_string());
+        let excess = next
+            .applied_event_ids
+            .len()
+            .saturating_sub(APPLIED_EVENT_IDS);
+        next.applied_event_ids.drain(..excess);
         next.updated_at = at;
         next.settle();
         Applied::Updated(Box::new(next))
@@ -702,5 +713,26 @@ mod tests {
             "<reminder-a=20b=40c-1@enrollstream>"
         );
         assert_ne!(message_id("a=20", 1), message_id("a ", 1));
+    }
+
+    #[test]
+    fn applied_event_ids_keep_the_latest() {
+        let mut r = match Reminder::apply(None, "e-0", &started(), h(0), &policy()) {
+            Applied::Updated(r) => *r,
+            other => panic!("{other:?}"),
+        };
+        for i in 1..=APPLIED_EVENT_IDS + 5 {
+            r = match Reminder::apply(Some(&r), &format!("e-{i}"), &started(), h(0), &policy()) {
+                Applied::Updated(r) => *r,
+                other => panic!("{other:?}"),
+            };
+        }
+        assert_eq!(r.applied_event_ids.len(), APPLIED_EVENT_IDS);
+        assert_eq!(r.applied_event_ids.first().unwrap(), "e-6");
+        let last = format!("e-{}", APPLIED_EVENT_IDS + 5);
+        assert_eq!(
+            Reminder::apply(Some(&r), &last, &started(), h(1), &policy()),
+            Applied::AlreadyApplied
+        );
     }
 }

@@ -37,6 +37,7 @@ pub struct Route {
 /// One rule: events whose type matches one of `event_types` (exact, or a prefix ending in `*`)
 /// notify `targets` on `topic`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoutingRule {
     pub event_types: Vec<String>,
     pub topic: String,
@@ -58,6 +59,7 @@ impl RoutingRule {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoutingRules {
     pub rules: Vec<RoutingRule>,
     /// Topic of the EntityUpdated events published after every read-model change; `None` turns

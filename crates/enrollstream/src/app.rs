@@ -2,11 +2,9 @@
 
 use anyhow::Context;
 use enrollstream_api::{ops_router, router, ApiState};
-use enrollstream_ports::{
-    EventBus, HealthRegistry, StartFrom, Store, SubscriptionSpec, SystemClock, TopicSpec,
-};
+use enrollstream_ports::{EventBus, HealthRegistry, Store, SystemClock, TopicSpec};
 use enrollstream_runners::consumer::{ConsumerLoop, ConsumerSettings};
-use enrollstream_runners::dead_letter;
+use enrollstream_runners::fence::ProjectorFence;
 use enrollstream_runners::projector::{self, Projector};
 use enrollstream_runners::relay::Relay;
 use enrollstream_runners::reminders;
@@ -14,11 +12,15 @@ use enrollstream_runners::{deliveries, leads};
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{DlqCommand, Role};
+use crate::cli::Role;
 use crate::config::Config;
+use crate::supervise::Roles;
+
+/// How long a projector's or a rebuild's lease lasts without renewal: a rebuild can start this
+/// long after the last projector stopped.
+pub(crate) const FENCE_TTL: Duration = Duration::from_secs(30);
 
 /// The adapters under every role.
 pub struct Adapters {
@@ -93,7 +95,7 @@ fn spawn_deliveries(
     bus: &Arc<dyn EventBus>,
     health: &HealthRegistry,
     shutdown: &CancellationToken,
-    tasks: &mut JoinSet<()>,
+    tasks: &mut Roles,
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
     let notification_topics = vec![
@@ -109,14 +111,17 @@ fn spawn_deliveries(
     };
     let mut run_target = |target: Arc<dyn enrollstream_ports::target::Target>,
                           settings: deliveries::DeliverySettings| {
-        tasks.spawn(deliveries::run(
-            bus.clone(),
-            target,
-            settings,
-            clock.clone(),
-            health.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            format!("deliveries:{}", target.name()),
+            deliveries::run(
+                bus.clone(),
+                target,
+                settings,
+                clock.clone(),
+                health.clone(),
+                shutdown.clone(),
+            ),
+        );
     };
     if roles.contains(&Role::Deliveries) {
         let d = &config.deliveries;
@@ -140,7 +145,7 @@ fn spawn_deliveries(
                 let mut producer = s.producer.clone();
                 producer.topics = notification_topics.clone();
                 producer.output_topic = config.topics.lead_integration_events.clone();
-                tasks.spawn(leads::run_producer(bus.clone(), producer, health.clone(), shutdown.clone()));
+                tasks.spawn("leads:producer", leads::run_producer(bus.clone(), producer, config.topics.dlq_suffix.clone(), health.clone(), shutdown.clone()));
                 let target = enrollstream_targets::LeadManagementTarget::new(&s.target, clock.clone()).map_err(|e| anyhow::anyhow!("lead_management: {e}"))?;
                 let mut delivery = s.delivery.clone();
                 delivery.dlq_suffix = config.topics.dlq_suffix.clone();
@@ -148,7 +153,7 @@ fn spawn_deliveries(
                 delivery.dlq_replication = config.replication;
                 let topic = config.topics.lead_integration_events.clone();
                 let (bus, clock, health, shutdown) = (bus.clone(), clock.clone(), health.clone(), shutdown.clone());
-                tasks.spawn(async move {
+                tasks.spawn("leads:integration", async move {
                     leads::run_integration(bus, Arc::new(target), delivery, &topic, clock, health, shutdown).await;
                 });
             }
@@ -156,6 +161,50 @@ fn spawn_deliveries(
         }
     }
     Ok(())
+}
+
+/// Where API keys live: beside the read model, in the same engine (on MongoDB, through the
+/// store's client; on SQLite, in `credentials.db`, which `api-key create` writes beside us).
+async fn open_credentials(
+    config: &Config,
+    adapters: &Adapters,
+) -> anyhow::Result<Arc<dyn enrollstream_ports::CredentialStore>> {
+    match &adapters.mongodb {
+        Some(store) => Ok(Arc::new(
+            store
+                .credential_store()
+                .await
+                .context("cannot open the API keys in MongoDB")?,
+        )),
+        None => crate::keys::open(config).await,
+    }
+}
+
+/// The authenticator of the API; says loudly when nothing can get in, or everything can.
+async fn authenticator(
+    config: &Config,
+    adapters: &Adapters,
+    serves_api: bool,
+) -> anyhow::Result<Arc<enrollstream_api::Authenticator>> {
+    use enrollstream_api::auth::AuthMode;
+    let keys = open_credentials(config, adapters).await?;
+    if serves_api && config.api.auth == AuthMode::On && config.auth.jwt.is_none() {
+        let active = keys
+            .api_keys()
+            .await
+            .context("cannot read the API keys")?
+            .iter()
+            .filter(|k| k.revoked_at.is_none())
+            .count();
+        if active == 0 {
+            tracing::warn!("no API key exists: every request but /healthz and /readyz is refused with 401; create one with `enrollstream api-key create --name NAME --scope admin`");
+        }
+    }
+    let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
+    let auth = enrollstream_api::Authenticator::new(config.api.auth, &config.auth, keys, clock)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(auth))
 }
 
 /// Where reminder state lives: beside the read model, in the same engine (on MongoDB, through
@@ -183,7 +232,9 @@ async fn open_reminders(
     })
 }
 
-fn mongo_settings(m: &crate::config::MongoConfig) -> enrollstream_mongodb::MongoSettings {
+pub(crate) fn mongo_settings(
+    m: &crate::config::MongoConfig,
+) -> enrollstream_mongodb::MongoSettings {
     enrollstream_mongodb::MongoSettings {
         server_selection_timeout: Duration::from_millis(m.server_selection_timeout_ms),
         operation_timeout: Duration::from_millis(m.operation_timeout_ms),
@@ -209,7 +260,7 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
 }
 
 /// Every topic the system publishes to or reads from, dead-letter topics included.
-fn topic_specs(config: &Config) -> Vec<TopicSpec> {
+fn topic_specs(config: &Config) -> anyhow::Result<Vec<TopicSpec>> {
     let mut names = config.topics.all();
     for t in config.routing.topics() {
         for name in [t.clone(), config.topics.dlq(&t)] {
@@ -218,17 +269,20 @@ fn topic_specs(config: &Config) -> Vec<TopicSpec> {
             }
         }
     }
-    names
+    let events = event_topics(config);
+    let retention = config.event_topic_retention()?;
+    Ok(names
         .into_iter()
         .map(|name| TopicSpec {
+            retention: events.contains(&name).then_some(retention),
             name,
             partitions: config.partitions,
             replication: config.replication,
         })
-        .collect()
+        .collect())
 }
 
-fn event_topics(config: &Config) -> Vec<String> {
+pub(crate) fn event_topics(config: &Config) -> Vec<String> {
     vec![
         config.topics.enrollment_events.clone(),
         config.topics.quote_events.clone(),
@@ -239,13 +293,13 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     let metrics = crate::telemetry::init_metrics()?;
     let adapters = open_adapters(&config).await?;
     let Adapters { store, bus, .. } = &adapters;
-    bus.ensure_topics(&topic_specs(&config))
+    bus.ensure_topics(&topic_specs(&config)?)
         .await
         .context("cannot provision topics")?;
 
     let shutdown = CancellationToken::new();
     let health = HealthRegistry::default();
-    let mut tasks = JoinSet::new();
+    let mut tasks = Roles::new(health.clone());
     tracing::info!(?roles, store = store.name(), bus = bus.name(), data_dir = %config.data_dir.display(), "starting");
 
     if roles.contains(&Role::Projector) {
@@ -258,12 +312,18 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
                 store: store.clone(),
                 rules: Arc::new(config.routing.clone()),
                 replay: None,
+                limits: Arc::new(config.limits.clone()),
+                fence: Some(ProjectorFence::new(
+                    store.clone(),
+                    Arc::new(SystemClock),
+                    FENCE_TTL,
+                )),
             },
             settings,
             health: health.clone(),
             shutdown: shutdown.clone(),
         };
-        tasks.spawn(consumer.run());
+        tasks.spawn("projector", consumer.run());
     }
     if roles.contains(&Role::Relay) {
         let relay = Relay {
@@ -273,8 +333,10 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
             batch_size: config.relay.batch_size,
             idle_wait: Duration::from_secs(1),
+            max_message_bytes: config.relay.max_message_bytes,
+            dlq_suffix: config.topics.dlq_suffix.clone(),
         };
-        tasks.spawn(relay.run());
+        tasks.spawn("relay", relay.run());
     }
     // Only the reminders role and the API (which shows an application's reminder) use it.
     let reminder_store = if roles.contains(&Role::Reminders) || roles.contains(&Role::Api) {
@@ -295,15 +357,27 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             .mail
             .composer()
             .map_err(|e| anyhow::anyhow!("mail: {}", e.0))?;
-        tasks.spawn(reminders::run_consumer(
-            bus.clone(),
+        let consumer = reminders::ReminderConsumer::new(
             reminder_db.clone(),
-            config.reminders.clone(),
-            config.topics.clone(),
+            &config.reminders,
             clock.clone(),
-            health.clone(),
-            shutdown.clone(),
-        ));
+            Some(reminders::gate::ProjectorGate {
+                store: store.clone(),
+                clock: clock.clone(),
+                bus: bus.clone(),
+                patience: Duration::from_secs(5),
+            }),
+        );
+        tasks.spawn(
+            "reminders:consumer",
+            reminders::run_consumer(
+                bus.clone(),
+                consumer,
+                config.topics.clone(),
+                health.clone(),
+                shutdown.clone(),
+            ),
+        );
         let scheduler = reminders::Scheduler::new(
             reminder_db.clone(),
             mailer,
@@ -313,11 +387,10 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             clock,
             config.reminders.clone(),
         );
-        tasks.spawn(reminders::run_scheduler(
-            scheduler,
-            health.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            "reminders:scheduler",
+            reminders::run_scheduler(scheduler, health.clone(), shutdown.clone()),
+        );
     }
     if roles.contains(&Role::Deliveries) || roles.contains(&Role::Leads) {
         spawn_deliveries(&config, roles, bus, &health, &shutdown, &mut tasks)?;
@@ -328,7 +401,9 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let auth = authenticator(&config, &adapters, roles.contains(&Role::Api)).await?;
         let state = ApiState {
+            auth,
             store: store.clone(),
             bus: bus.clone(),
             clock: Arc::new(SystemClock),
@@ -343,32 +418,39 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             ops_router(state)
         };
         let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the HTTP server failed");
-            }
+        let header_read_timeout = config.api.limits.header_read_timeout;
+        tasks.spawn("http", async move {
+            enrollstream_api::server::serve(listener, app, header_read_timeout, async move {
+                stop.cancelled().await
+            })
+            .await;
         });
         // A line on stdout, for people and for tests that start the binary on port 0.
         println!("enrollstream listening on http://{addr}");
         tracing::info!(%addr, "API listening");
     }
 
-    wait_for_signal(&shutdown).await;
-    tracing::info!("shutting down: finishing in-flight work");
+    let down = tokio::select! {
+        _ = wait_for_signal(&shutdown) => None,
+        down = tasks.first_down() => Some(down),
+    };
+    if let Some((role, how)) = &down {
+        tasks.down(role, how);
+        tracing::error!(%role, %how, "a role is down: stopping the others and exiting non-zero, so that the process is restarted whole");
+    } else {
+        tracing::info!("shutting down: finishing in-flight work");
+    }
     shutdown.cancel();
-    let drained = tokio::time::timeout(Duration::from_secs(30), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(Duration::from_secs(30), tasks.drain()).await;
     if drained.is_err() {
         tracing::warn!(
             "some roles did not stop within 30 s; exiting anyway (uncommitted work is redelivered)"
         );
     }
-    Ok(())
+    match down {
+        Some((role, how)) => Err(anyhow::anyhow!("role {role} stopped: {how}")),
+        None => Ok(()),
+    }
 }
 
 async fn wait_for_signal(shutdown: &CancellationToken) {
@@ -396,171 +478,4 @@ async fn wait_for_signal(shutdown: &CancellationToken) {
             _ = shutdown.cancelled() => {}
         }
     }
-}
-
-/// Read a dead-letter topic from its beginning without committing (inspection) or with the
-/// redrive group (redrive), until it has been quiet for a moment.
-pub async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<()> {
-    let adapters = open_adapters(&config).await?;
-    let bus = adapters.bus.clone();
-    let (topic, redrive) = match &command {
-        DlqCommand::List { topic, .. } => (topic.clone(), false),
-        DlqCommand::Redrive { topic } => (topic.clone(), true),
-    };
-    let dlq_topic = config.topics.dlq(&topic);
-    let spec = if redrive {
-        SubscriptionSpec {
-            group: "dlq-redrive".into(),
-            topics: vec![dlq_topic.clone()],
-            start: StartFrom::Committed,
-            client_id: "dlq-redrive".into(),
-        }
-    } else {
-        SubscriptionSpec {
-            group: format!("dlq-inspect-{}", enrollstream_domain::ids::new_id()),
-            topics: vec![dlq_topic.clone()],
-            start: StartFrom::Earliest,
-            client_id: "dlq-inspect".into(),
-        }
-    };
-    let limit = match command {
-        DlqCommand::List { limit, .. } => limit,
-        DlqCommand::Redrive { .. } => usize::MAX,
-    };
-    let mut sub = bus.subscribe(spec).await?;
-    let publisher = bus.publisher();
-    let mut seen = 0usize;
-    // Wait for an assignment first (a Kafka group join takes seconds), then read until quiet.
-    let joined_by = tokio::time::Instant::now() + Duration::from_secs(60);
-    while sub.assignment().is_empty() && tokio::time::Instant::now() < joined_by {
-        let batch = sub.poll(100, Duration::from_millis(500)).await?;
-        seen += handle_dead_letters(&batch, redrive, limit - seen.min(limit), publisher.as_ref())
-            .await?;
-        if redrive && !batch.is_empty() {
-            sub.commit(&enrollstream_runners::consumer::commit_positions(&batch))
-                .await?;
-        }
-    }
-    while seen < limit {
-        let batch = sub.poll(100, Duration::from_secs(2)).await?;
-        if batch.is_empty() {
-            break;
-        }
-        seen += handle_dead_letters(&batch, redrive, limit - seen, publisher.as_ref()).await?;
-        if redrive {
-            sub.commit(&enrollstream_runners::consumer::commit_positions(&batch))
-                .await?;
-        }
-    }
-    sub.close().await?;
-    eprintln!(
-        "{} {seen} dead letter(s) of {dlq_topic}",
-        if redrive { "redrove" } else { "listed" }
-    );
-    Ok(())
-}
-
-async fn handle_dead_letters(
-    batch: &[enrollstream_ports::InboundMessage],
-    redrive: bool,
-    room: usize,
-    publisher: &dyn enrollstream_ports::Publisher,
-) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for m in batch.iter().take(room) {
-        if redrive {
-            let (topic, original) = dead_letter::redrive_message(m).with_context(|| {
-                format!(
-                    "dead letter at offset {} has no {} header",
-                    m.offset,
-                    dead_letter::ORIGINAL_TOPIC
-                )
-            })?;
-            publisher.publish(&topic, vec![original]).await?;
-        } else {
-            let payload: serde_json::Value =
-                serde_json::from_slice(&m.payload).unwrap_or_else(|_| {
-                    serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned())
-                });
-            let line = serde_json::json!({
-                "dlq_offset": m.offset,
-                "dlq_partition": m.partition,
-                "key": m.key,
-                "reason": m.header(dead_letter::REASON),
-                "error": m.header(dead_letter::ERROR),
-                "original_topic": m.header(dead_letter::ORIGINAL_TOPIC),
-                "original_partition": m.header(dead_letter::ORIGINAL_PARTITION),
-                "original_offset": m.header(dead_letter::ORIGINAL_OFFSET),
-                "failed_at": m.header(dead_letter::FAILED_AT),
-                "consumer_group": m.header(dead_letter::CONSUMER_GROUP),
-                "headers": m.headers.iter().filter(|(k, _)| !k.starts_with("dlq_")).collect::<Vec<_>>(),
-                "payload": payload,
-            });
-            println!("{line}");
-        }
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Rebuild the read model from the event topics. Events the projector group had already
-/// committed are replayed without side effects (their notifications were published before);
-/// anything after that is projected normally. Refuses while the outbox still holds unpublished
-/// messages, since the reset would drop them.
-pub async fn rebuild(config: Config) -> anyhow::Result<()> {
-    let adapters = open_adapters(&config).await?;
-    let Adapters { store, bus, .. } = &adapters;
-    let backlog = store.outbox_backlog().await?;
-    anyhow::ensure!(
-        backlog == 0,
-        "the outbox still holds {backlog} unpublished message(s); run the relay until it drains, then rebuild"
-    );
-    let topics = event_topics(&config);
-    let committed = bus.committed(projector::GROUP, &topics).await?;
-    let replay_below: std::collections::HashMap<(String, i32), i64> = committed
-        .iter()
-        .map(|c| ((c.topic.clone(), c.partition), c.next_offset))
-        .collect();
-    store.reset_read_model().await?;
-    let group = format!("read-model-rebuild-{}", enrollstream_domain::ids::new_id());
-    let mut sub = bus
-        .subscribe(SubscriptionSpec {
-            group: group.clone(),
-            topics: topics.clone(),
-            start: StartFrom::Earliest,
-            client_id: group.clone(),
-        })
-        .await?;
-    let mut projector = Projector {
-        store: store.clone(),
-        rules: Arc::new(config.routing.clone()),
-        replay: Some(replay_below.clone()),
-    };
-    let mut progress: std::collections::HashMap<(String, i32), i64> = Default::default();
-    let done = |progress: &std::collections::HashMap<(String, i32), i64>| {
-        replay_below
-            .iter()
-            .all(|(k, target)| progress.get(k).copied().unwrap_or(0) >= *target)
-    };
-    let mut applied = 0usize;
-    let deadline_quiet = Duration::from_secs(5);
-    while !done(&progress) {
-        let batch = sub.poll(500, deadline_quiet).await?;
-        if batch.is_empty() && !sub.assignment().is_empty() {
-            anyhow::bail!("the event topics ended before the committed offsets of {}: {progress:?} < {replay_below:?}", projector::GROUP);
-        }
-        use enrollstream_runners::consumer::BatchHandler;
-        let outcomes = projector
-            .handle(&batch)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.0))?;
-        applied += outcomes.len();
-        for m in &batch {
-            let e = progress.entry((m.topic.clone(), m.partition)).or_insert(0);
-            *e = (*e).max(m.offset + 1);
-        }
-    }
-    sub.close().await?;
-    eprintln!("rebuilt the read model from {applied} event(s); the projector continues from its committed offsets");
-    Ok(())
 }

@@ -47,8 +47,12 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Print the effective configuration (secrets redacted) and exit.
-    Config,
+    /// Print the effective configuration (secrets redacted) and exit; with `--check`, only
+    /// validate it (unknown keys, bounds) and say so, without starting anything.
+    Config {
+        #[arg(long)]
+        check: bool,
+    },
     /// Dead-letter topics: list what is parked, or send it back to its original topic.
     Dlq {
         #[command(subcommand)]
@@ -56,6 +60,42 @@ pub enum Command {
     },
     /// Rebuild the read model from the beginning of the event topics, without side effects.
     Rebuild,
+    /// API keys: create one (printed once, alone on stdout), list them, revoke one.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Outbox messages the bus would not take (too large, refused), parked in the store.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it on stdout (only there, and only now).
+    Create {
+        /// Unique for ever; what logs name (letters, digits, '-', '_', '.', '@').
+        #[arg(long)]
+        name: String,
+        /// quotes:write, applications:write, events:write, read or admin; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<enrollstream_api::auth::Scope>,
+    },
+    /// Print every key (name, scopes, created, last used, revoked) as JSON lines; never a key.
+    List,
+    /// Revoke a key by name; every API process refuses it within `[auth] key_cache_ttl`.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxCommand {
+    /// Print the parked messages as JSON lines (reason, topic, key, headers, payload).
+    Parked {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,7 +170,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             app::serve(config, &roles).await
         }
-        Command::Config => {
+        Command::Config { check: true } => {
+            println!(
+                "configuration OK{}",
+                cli.config
+                    .as_deref()
+                    .map(|f| format!(" ({})", f.display()))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Config { check: false } => {
             println!("{}", toml::to_string_pretty(&config)?);
             // Adapter settings print through their Debug impls, which redact secrets.
             println!(
@@ -149,7 +199,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Dlq { command } => app::dlq(config, command).await,
-        Command::Rebuild => app::rebuild(config).await,
+        Command::Dlq { command } => crate::dlq::dlq(config, command).await,
+        Command::Rebuild => crate::rebuild::rebuild(config).await,
+        Command::ApiKey { command } => crate::keys::run(config, command).await,
+        Command::Outbox {
+            command: OutboxCommand::Parked { limit },
+        } => crate::dlq::parked(config, limit).await,
     }
 }

@@ -1,10 +1,13 @@
 //! Configuration: defaults, then a TOML file (`--config`), then `ENROLLSTREAM_*` environment
 //! variables (nested keys joined by `__`, e.g. `ENROLLSTREAM_TOPICS__QUOTE_EVENTS`), then flags.
 
+use enrollstream_api::auth::AuthConfig;
 use enrollstream_api::ApiConfig;
+use enrollstream_domain::limits::Limits;
 use enrollstream_domain::routing::RoutingRules;
 use enrollstream_kafka::KafkaConfig;
 use enrollstream_mail::MailConfig;
+use enrollstream_ports::Retention;
 use enrollstream_ports::TopicNames;
 use enrollstream_runners::deliveries::DeliverySettings;
 use enrollstream_runners::leads::LeadProducerSettings;
@@ -13,11 +16,13 @@ use enrollstream_targets::{LeadManagementConfig, LogicAppsConfig, SalesforceConf
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+use crate::strict::{explain, TOP_LEVEL_KEYS};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address of the HTTP API.
     pub listen: SocketAddr,
@@ -27,8 +32,16 @@ pub struct Config {
     /// Partitions of the topics created at start-up (existing topics are left alone).
     pub partitions: i32,
     pub replication: i16,
+    /// How long the event topics keep their events when enrollstream creates them: "forever"
+    /// (the default: they are the source of truth the read model is rebuilt from) or a
+    /// duration ("400d"). Other topics keep the broker's default.
+    pub event_retention: String,
     pub routing: RoutingRules,
+    /// Bounds on every event accepted (API and projector); see docs/events.md.
+    pub limits: Limits,
     pub api: ApiConfig,
+    /// API keys and JWTs (`[api] auth` turns authentication on or off).
+    pub auth: AuthConfig,
     pub projector: ProjectorConfig,
     pub relay: RelayConfig,
     pub log: LogConfig,
@@ -128,19 +141,23 @@ pub fn redact_uri(uri: &str) -> String {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProjectorConfig {
     pub batch_size: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
     pub batch_size: usize,
+    /// Largest message the relay publishes (key, headers and payload); a larger one is parked
+    /// instead of stopping every notification behind it. Keep it at or below the broker's
+    /// limit (librdkafka's `message.max.bytes`, 1000000 by default).
+    pub max_message_bytes: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` for people, `json` for log pipelines.
     pub format: String,
@@ -156,8 +173,11 @@ impl Default for Config {
             topics: TopicNames::default(),
             partitions: 3,
             replication: 1,
+            event_retention: "forever".into(),
             routing: RoutingRules::default(),
+            limits: Limits::default(),
             api: ApiConfig::default(),
+            auth: AuthConfig::default(),
             projector: ProjectorConfig::default(),
             relay: RelayConfig::default(),
             log: LogConfig::default(),
@@ -178,7 +198,10 @@ impl Default for ProjectorConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { batch_size: 500 }
+        Self {
+            batch_size: 500,
+            max_message_bytes: 1_000_000,
+        }
     }
 }
 
@@ -225,13 +248,40 @@ impl Config {
             );
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment
-            .merge(Env::prefixed("ENROLLSTREAM_").split("__"))
-            .merge(Serialized::defaults(overrides));
-        let mut config: Config = figment.extract()?;
+        // The prefix is shared with the CLI's own variables (ENROLLSTREAM_CONFIG, …) and with
+        // tools around it (the test bed's ENROLLSTREAM_KAFKA_HOME, …): only variables naming one
+        // of our top-level keys are configuration, and within those every key must be known.
+        let env = Env::prefixed("ENROLLSTREAM_").split("__").filter(|key| {
+            // Depending on figment's order the key may already be split at `__` into `.`.
+            let top = key.as_str().split("__").next().unwrap_or_default();
+            let top = top.split('.').next().unwrap_or_default();
+            TOP_LEVEL_KEYS.iter().any(|k| top.eq_ignore_ascii_case(k))
+        });
+        figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        let mut config: Config = figment.extract().map_err(explain)?;
         config.follow_topic_renames();
         config.validate()?;
+        config.api.event_limits = config.limits.clone();
         Ok(config)
+    }
+
+    /// `event_retention` as the bus takes it.
+    pub fn event_topic_retention(&self) -> anyhow::Result<Retention> {
+        match self.event_retention.trim() {
+            "forever" | "infinite" | "-1" => Ok(Retention::Forever),
+            other => {
+                let d = humantime_serde::re::humantime::parse_duration(other).map_err(|e| {
+                    anyhow::anyhow!(
+                        "event_retention {other:?} is neither \"forever\" nor a duration (\"400d\"): {e}"
+                    )
+                })?;
+                anyhow::ensure!(
+                    d >= std::time::Duration::from_secs(24 * 3600),
+                    "event_retention must be \"forever\" or at least 1d: the event topics are the source of truth"
+                );
+                Ok(Retention::For(d))
+            }
+        }
     }
 
     /// Routing rules name their topics literally, and the default rules name the default
@@ -266,17 +316,66 @@ impl Config {
         }
     }
 
+    /// Every section's own bounds, then what ties sections together.
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.partitions > 0, "partitions must be at least 1");
+        self.api.validate().map_err(anyhow::Error::msg)?;
+        if let Some(jwt) = &self.auth.jwt {
+            jwt.validate().map_err(anyhow::Error::msg)?;
+        }
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.partitions),
+            "partitions must be between 1 and 10000"
+        );
         anyhow::ensure!(self.replication > 0, "replication must be at least 1");
         anyhow::ensure!(
-            self.projector.batch_size > 0,
-            "projector.batch_size must be at least 1"
+            (1..=10_000).contains(&self.projector.batch_size),
+            "projector.batch_size must be between 1 and 10000"
         );
         anyhow::ensure!(
-            self.relay.batch_size > 0,
-            "relay.batch_size must be at least 1"
+            (1..=10_000).contains(&self.relay.batch_size),
+            "relay.batch_size must be between 1 and 10000"
         );
+        anyhow::ensure!(
+            self.relay.max_message_bytes >= 1024,
+            "relay.max_message_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            matches!(self.log.format.as_str(), "text" | "json"),
+            "log.format must be \"text\" or \"json\", not {:?}",
+            self.log.format
+        );
+        anyhow::ensure!(
+            !self.topics.dlq_suffix.is_empty(),
+            "topics.dlq_suffix must not be empty: dead letters would land on the topic they came from"
+        );
+        self.event_topic_retention()?;
+        self.api.validate().map_err(anyhow::Error::msg)?;
+        self.limits.validate().map_err(anyhow::Error::msg)?;
+        self.reminders.validate().map_err(anyhow::Error::msg)?;
+        if let Some(kafka) = &self.kafka {
+            kafka.validate().map_err(anyhow::Error::msg)?;
+        }
+        let d = &self.deliveries;
+        for (name, delivery) in [
+            ("logic_apps", d.logic_apps.as_ref().map(|s| &s.delivery)),
+            ("salesforce", d.salesforce.as_ref().map(|s| &s.delivery)),
+            (
+                "lead_management",
+                d.lead_management.as_ref().map(|s| &s.delivery),
+            ),
+        ] {
+            if let Some(delivery) = delivery {
+                delivery
+                    .validate(&format!("deliveries.{name}.delivery"))
+                    .map_err(anyhow::Error::msg)?;
+            }
+        }
+        if let Some(leads) = &d.lead_management {
+            leads
+                .producer
+                .validate("deliveries.lead_management.producer")
+                .map_err(anyhow::Error::msg)?;
+        }
         // A notification on a topic nobody reads would be published and never delivered: the
         // deliveries and the lead producer read the two notification topics only.
         let notification_topics = [
@@ -309,6 +408,7 @@ impl Config {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use crate::strict::TOP_LEVEL_KEYS;
 
     #[test]
     fn file_then_env_then_flags() {
@@ -436,6 +536,92 @@ mod tests {
             plain.kafka.is_none() && plain.mongodb.is_none(),
             "embedded by default"
         );
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_refused_with_their_path_and_a_guess() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[reminders]\nintervl_hours = 2\n")?;
+            let error = Config::load(Some(Path::new("typo.toml")), &Overrides::default())
+                .expect_err("refused");
+            let message = format!("{error:#}");
+            assert!(
+                message.contains("unknown key `reminders.intervl_hours`"),
+                "{message}"
+            );
+            assert!(
+                message.contains("did you mean `reminders.interval_hours`?"),
+                "{message}"
+            );
+            assert!(message.contains("typo.toml"), "{message}");
+
+            jail.create_file("bogus.toml", "[bogus]\nx = 1\n")?;
+            let error = Config::load(Some(Path::new("bogus.toml")), &Overrides::default())
+                .expect_err("refused");
+            assert!(
+                format!("{error:#}").contains("unknown key `bogus`"),
+                "{error:#}"
+            );
+
+            jail.create_file(
+                "deep.toml",
+                "[deliveries.salesforce.delivery]\nmax_in_flght = 3\n",
+            )?;
+            let error = Config::load(Some(Path::new("deep.toml")), &Overrides::default())
+                .expect_err("refused");
+            let message = format!("{error:#}");
+            assert!(message.contains("max_in_flght"), "{message}");
+
+            // Variables of the same prefix that name no key of ours are someone else's.
+            jail.set_env("ENROLLSTREAM_KAFKA_HOME", "/opt/kafka");
+            jail.set_env("ENROLLSTREAM_CONFIG", "elsewhere.toml");
+            assert!(Config::load(None, &Overrides::default()).is_ok());
+            jail.set_env("ENROLLSTREAM_REMINDERS__MAX_ATTEMTS", "3");
+            let error = Config::load(None, &Overrides::default()).expect_err("refused");
+            assert!(
+                format!("{error:#}").contains("did you mean `reminders.max_attempts`?"),
+                "{error:#}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_section_is_validated() {
+        figment::Jail::expect_with(|jail| {
+            for (file, expected) in [
+                ("[reminders]\nmax_attempts = 0\n", "reminders.max_attempts"),
+                ("[reminders]\ninterval = \"0s\"\n", "reminders.interval"),
+                ("[limits]\nmax_depth = 0\n", "limits.max_depth"),
+                ("event_retention = \"1h\"\n", "event_retention"),
+                ("[relay]\nbatch_size = 0\n", "relay.batch_size"),
+            ] {
+                jail.create_file("bad.toml", file)?;
+                let error = Config::load(Some(Path::new("bad.toml")), &Overrides::default())
+                    .expect_err(file);
+                assert!(format!("{error:#}").contains(expected), "{file}: {error:#}");
+            }
+            jail.create_file(
+                "ok.toml",
+                "[reminders]\ninterval = \"2s\"\ntick = \"100ms\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("ok.toml")), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.reminders.interval, std::time::Duration::from_secs(2));
+            assert_eq!(c.event_topic_retention().unwrap(), Retention::Forever);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_top_level_keys_are_the_config_s() {
+        let printed = toml::Value::try_from(Config::default()).unwrap();
+        for key in printed.as_table().unwrap().keys() {
+            assert!(
+                TOP_LEVEL_KEYS.contains(&key.as_str()),
+                "{key} missing from TOP_LEVEL_KEYS"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 mod app;
 mod cli;
 mod config;
+mod dlq;
+mod keys;
+mod rebuild;
+mod strict;
+mod supervise;
 mod telemetry;
 
 use clap::Parser;

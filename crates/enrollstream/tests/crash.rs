@@ -10,16 +10,13 @@ use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{eventually, read_all, TestApp};
+use support::{client_with_key, eventually, read_all, TestApp};
 
 /// (entity path, event id) of every request the API acknowledged with 202.
 type Accepted = Arc<Mutex<Vec<(String, String)>>>;
 
-async fn ingest(app_url: String, accepted: Accepted, worker: usize) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+async fn ingest(app_url: String, key: String, accepted: Accepted, worker: usize) {
+    let client = client_with_key(&key);
     for i in 0.. {
         let (path, body, entity) = if (i + worker).is_multiple_of(2) {
             (
@@ -91,7 +88,14 @@ async fn sigkill_during_ingest_loses_and_duplicates_nothing() {
     for round in 0..5u64 {
         let mut app = TestApp::spawn(dir.path(), &[]);
         let workers: Vec<_> = (0..6)
-            .map(|w| tokio::spawn(ingest(app.base_url.clone(), accepted.clone(), w)))
+            .map(|w| {
+                tokio::spawn(ingest(
+                    app.base_url.clone(),
+                    app.key.clone(),
+                    accepted.clone(),
+                    w,
+                ))
+            })
             .collect();
         // Let some requests through, then pull the plug at a moment that varies per round.
         let before = accepted.lock().unwrap().len();

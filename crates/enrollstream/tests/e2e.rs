@@ -177,13 +177,16 @@ async fn a_second_process_on_the_same_data_dir_is_refused() {
     );
 }
 
+const UPSTREAM_1: &str = "0192f4c1-7d2e-7a3b-9c4d-000000000001";
+const UPSTREAM_2: &str = "0192f4c1-7d2e-7a3b-9c4d-000000000002";
+
 #[tokio::test]
 async fn a_bad_event_from_upstream_is_dead_lettered_and_does_not_block() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = TestApp::spawn(dir.path(), &[]);
     // Schema-valid but an invalid transition: a signature for an application never started.
     let orphan = json!({
-        "specversion":"1.0","id":"upstream-1","source":"/partner","type":"com.enrollstream.application.signature_received.v1",
+        "specversion":"1.0","id":UPSTREAM_1,"source":"/partner","type":"com.enrollstream.application.signature_received.v1",
         "subject":"A-ORPHAN","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json",
         "data":{"application_id":"A-ORPHAN","signed_by":"Nobody"}
     });
@@ -198,7 +201,7 @@ async fn a_bad_event_from_upstream_is_dead_lettered_and_does_not_block() {
     assert_eq!(r.status(), 202);
     // An event behind it on the same key still gets through.
     let good = json!({
-        "specversion":"1.0","id":"upstream-2","source":"/partner","type":"com.enrollstream.application.started.v1",
+        "specversion":"1.0","id":UPSTREAM_2,"source":"/partner","type":"com.enrollstream.application.started.v1",
         "subject":"A-ORPHAN","time":"2026-01-01T00:00:01Z","datacontenttype":"application/json",
         "data":{"application_id":"A-ORPHAN","applicant":{"name":"Late Starter","email":"late@example.com"},"product":"dental-basic"}
     });
@@ -211,8 +214,10 @@ async fn a_bad_event_from_upstream_is_dead_lettered_and_does_not_block() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    let accepted: serde_json::Value = r.json().await.unwrap();
+    let key = accepted["accepted"][0]["event_key"].as_str().unwrap();
     let (status, body) = app
-        .get_json("/v1/applications/A-ORPHAN?after=upstream-2")
+        .get_json(&format!("/v1/applications/A-ORPHAN?after={key}"))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "STARTED");
@@ -221,7 +226,7 @@ async fn a_bad_event_from_upstream_is_dead_lettered_and_does_not_block() {
     let bus = enrollstream_sqlite::bus::EmbeddedBus::open(dir.path(), 3).unwrap();
     let dead = read_all(&bus, &["enrollment-events.dlq"]).await;
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].header("ce_id"), Some("upstream-1"));
+    assert_eq!(dead[0].header("ce_id"), Some(UPSTREAM_1));
     assert_eq!(dead[0].header("dlq_reason"), Some("invalid_transition"));
     assert_eq!(
         dead[0].header("dlq_consumer_group"),

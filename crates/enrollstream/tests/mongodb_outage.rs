@@ -14,7 +14,7 @@ use support::{eventually, TestApp};
 
 #[tokio::test]
 async fn the_pipeline_pauses_while_mongodb_is_away_and_resumes_without_loss() {
-    let mut mongo = Mongo::start_persistent()
+    let mut mongo = Mongo::start()
         .expect("the MongoDB-protocol server starts (bash scripts/testbed/install.sh)");
     let dir = tempfile::tempdir().unwrap();
     let uri = format!("{}/enrollstream", mongo.uri());

@@ -1,4 +1,4 @@
-//! Operations through the real binary, on the embedded bus and on Kafka (a real Kafka-protocol
+//! Operations through the real binary, on the embedded bus and on Kafka (a real Apache Kafka
 //! broker; the SQLite store in the data directory either way): dead letters listed and redriven
 //! once their cause is fixed, and the read model rebuilt from the bus without publishing a
 //! notification twice. Each scenario runs on both engines.
@@ -19,9 +19,8 @@ enum Engine {
 
 impl Engine {
     fn kafka() -> Self {
-        let kafka = Kafka::start().expect(
-            "the Kafka-protocol broker starts (bash scripts/testbed/install.sh installs it)",
-        );
+        let kafka = Kafka::start()
+            .expect("the Kafka broker starts (bash scripts/testbed/install.sh installs it)");
         Engine::Kafka(Box::new(kafka))
     }
 
@@ -87,8 +86,9 @@ async fn outbox_drained(app: &TestApp) {
     .await;
 }
 
-/// Read `path` once `event` is in the read model. The API bounds one wait (10 s); a group join on
-/// tansu takes 5-6 s, so a read right after start-up may need a second try.
+/// Read `path` once `event` is in the read model. The API bounds one wait (10 s); right after
+/// start-up the projector may still be joining its group on a busy machine, so a read may need a
+/// second try.
 async fn read_after(app: &TestApp, path: &str, event: &str) -> serde_json::Value {
     eventually(
         &format!("{event} to reach the read model"),
@@ -168,8 +168,18 @@ async fn rebuild_restores_the_read_model_without_notifying_twice(engine: Engine)
     );
 }
 
-fn event(id: &str, ty: &str, time: &str, data: serde_json::Value) -> serde_json::Value {
-    json!({"specversion":"1.0","id":id,"source":"/partner","type":format!("com.enrollstream.application.{ty}.v1"),
+/// Upstream event ids are UUIDs; the tests name them, and this makes the name one.
+fn uuid_of(name: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
+}
+
+/// The read model's key of the upstream event named `name` (ids are unique per source).
+fn key_of(name: &str) -> String {
+    enrollstream_domain::ids::derived_id(&["event", "/partner", &uuid_of(name)])
+}
+
+fn event(name: &str, ty: &str, time: &str, data: serde_json::Value) -> serde_json::Value {
+    json!({"specversion":"1.0","id":uuid_of(name),"source":"/partner","type":format!("com.enrollstream.application.{ty}.v1"),
            "subject":"A-1","time":time,"datacontenttype":"application/json","data":data})
 }
 
@@ -201,7 +211,7 @@ async fn dead_letters_are_listed_and_redriven_after_the_cause_is_fixed(engine: E
     .await;
     post_event(&app, event("start-1", "started", "2026-01-01T00:00:00Z", json!({"application_id":"A-1","applicant":{"name":"Jane","email":"jane@example.com"},"product":"dental-basic"}))).await;
     post_event(&app, event("submit-1", "submitted", "2026-01-01T00:00:01Z", json!({"application_id":"A-1","submitted_by":"broker","broker":{"id":"B","name":"Acme","email":"a@acme.test"}}))).await;
-    let body = read_after(&app, "/v1/applications/A-1", "submit-1").await;
+    let body = read_after(&app, "/v1/applications/A-1", &key_of("submit-1")).await;
     assert_eq!(body["status"], "AWAITING_SIGNATURE", "{body}");
     app.stop();
     assert_eq!(
@@ -244,7 +254,7 @@ async fn dead_letters_are_listed_and_redriven_after_the_cause_is_fixed(engine: E
     );
 
     let mut app = engine.spawn(dir.path());
-    let body = read_after(&app, "/v1/applications/A-1", "sig-1").await;
+    let body = read_after(&app, "/v1/applications/A-1", &key_of("sig-1")).await;
     assert_eq!(body["status"], "SIGNED", "{body}");
     app.stop();
 }

@@ -75,6 +75,26 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub replication: i16,
+    /// How long the broker keeps messages: `Some(Retention::Forever)` for the event topics,
+    /// which are the source of truth; `None` leaves the broker's default.
+    pub retention: Option<Retention>,
+}
+
+/// How long a topic keeps its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    For(std::time::Duration),
+}
+
+impl Retention {
+    /// Kafka's `retention.ms`: -1 is forever.
+    pub fn as_millis(self) -> i64 {
+        match self {
+            Retention::Forever => -1,
+            Retention::For(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +158,8 @@ pub trait Subscription: Send {
 
 #[async_trait]
 pub trait EventBus: Send + Sync {
-    /// Create missing topics; existing topics are left as they are.
+    /// Create missing topics (with their retention where the bus has one); existing topics are
+    /// left as they are.
     async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), BusError>;
 
     fn publisher(&self) -> Arc<dyn Publisher>;

@@ -6,6 +6,7 @@
 pub mod bus;
 pub mod clock;
 pub mod codec;
+pub mod credentials;
 pub mod health;
 pub mod mailer;
 pub mod reminders;
@@ -15,12 +16,13 @@ pub mod topics;
 
 pub use bus::{
     BusError, CommitPosition, EventBus, Header, InboundMessage, OutboundMessage, Publisher,
-    StartFrom, Subscription, SubscriptionSpec, TopicSpec,
+    Retention, StartFrom, Subscription, SubscriptionSpec, TopicSpec,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use credentials::{ApiKeyRecord, CredentialStore, KeyCreation};
 pub use health::HealthRegistry;
 pub use store::{
-    ApplyOutcome, Change, EntityRecord, IdempotencyRecord, Reservation, Store, StoreError,
-    StoredEvent, StoredOutboxMessage,
+    ApplyOutcome, Change, EntityQuery, EntityRecord, IdempotencyRecord, Lease, Reservation, Store,
+    StoreError, StoredEvent, StoredOutboxMessage,
 };
 pub use topics::TopicNames;

@@ -78,6 +78,13 @@ pub enum ApplyOutcome {
     Conflict {
         current_version: u64,
     },
+    /// The store can never write this change (a number, a nesting depth or a size beyond what
+    /// it keeps); nothing of it was written and retrying cannot help, so the caller parks the
+    /// event. Only this change is refused: the others of the call are applied as usual, and a
+    /// later change of the same entity, computed on top of this one, is a `Conflict`.
+    Refused {
+        reason: String,
+    },
 }
 
 /// A recorded outbox message as the relay publishes it.
@@ -130,6 +137,28 @@ pub enum Reservation {
     Mismatch,
 }
 
+/// A page of entities of one kind, in entity id order (ids are time-ordered UUIDv7s for the
+/// entities the API creates, so this is roughly creation order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityQuery {
+    pub kind: EntityKind,
+    /// Only entities in this status.
+    pub status: Option<String>,
+    /// Only applications submitted by this broker (`submission.broker.id` of the state).
+    pub broker_id: Option<String>,
+    /// Only entities whose id sorts after this one (the cursor of the previous page).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// Who holds a named lease, and until when (the holders' clock, the `Clock` port's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub until: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Which of `event_ids` are already in the read model.
@@ -151,6 +180,9 @@ pub trait Store: Send + Sync {
         }
         Ok(found)
     }
+
+    /// The entities matching `query`, at most `query.limit`, in id order.
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityRecord>, StoreError>;
 
     /// Apply changes in order. Each change is atomic on its own; adapters may group them into
     /// fewer round trips. Changes to one entity in one call chain by version.
@@ -185,6 +217,40 @@ pub trait Store: Send + Sync {
     async fn mark_idempotency_published(&self, key: &str) -> Result<(), StoreError>;
 
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// Keep an outbox message the bus will never take (too large, say) outside the outbox,
+    /// with the reason, so the relay can mark it published and move on without losing it.
+    /// Fenced by the message id: parking it twice keeps it once.
+    async fn park_outbox(
+        &self,
+        message: &StoredOutboxMessage,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The messages parked so far, oldest first, with their reasons.
+    async fn parked_outbox(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(StoredOutboxMessage, String)>, StoreError>;
+
+    /// Take or renew the lease `name` for `owner` until `until`: one atomic, fenced write.
+    /// `Ok(None)` when `owner` holds it now; `Ok(Some(holder))` when another owner holds it
+    /// past `now`. A fence between roles that must not run together (a rebuild and a live
+    /// projector); an expired lease goes to whoever asks.
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Give the lease up if `owner` holds it.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// The leases whose names start with `prefix` and that last past `now`.
+    async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> Result<Vec<Lease>, StoreError>;
 
     /// Which adapter this is ("sqlite", "mongodb").
     fn name(&self) -> &'static str;

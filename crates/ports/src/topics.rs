@@ -4,7 +4,7 @@ use enrollstream_domain::EntityKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TopicNames {
     pub enrollment_events: String,
     pub quote_events: String,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::dead_letter::{dead_letter_message, DeadLetter};
+use crate::dead_letter::{dead_letter_message, publish_dead_letters, DeadLetter};
 
 /// What became of one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,9 @@ pub trait BatchHandler: Send {
     /// One outcome per message, in order. When this returns `Ok`, the effects of every `Done`
     /// message are durable. Must be idempotent: the same batch may come again after a crash.
     async fn handle(&mut self, batch: &[InboundMessage]) -> Result<Vec<Outcome>, Retry>;
+
+    /// The loop is leaving the group: give up what the handler holds (a lease, say).
+    async fn close(&mut self) {}
 }
 
 #[derive(Clone, Debug)]
@@ -168,6 +171,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         if let Err(e) = sub.close().await {
             tracing::warn!(group = %steps.settings.group, error = %e, "leaving the group failed");
         }
+        handler.close().await;
     }
 }
 
@@ -286,8 +290,8 @@ impl Steps {
         let publisher = self.bus.publisher();
         for (topic, messages) in dead {
             loop {
-                match publisher.publish(&topic, messages.clone()).await {
-                    Ok(()) => break,
+                match publish_dead_letters(publisher.as_ref(), &topic, messages.clone()).await {
+                    Ok(_) => break,
                     Err(e) => {
                         self.failing(
                             &self.handler_failing,

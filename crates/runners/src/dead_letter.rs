@@ -2,7 +2,7 @@
 //! (key, headers, payload), with the reason in headers, so it can be inspected and redriven.
 
 use chrono::{SecondsFormat, Utc};
-use enrollstream_ports::{Header, InboundMessage, OutboundMessage};
+use enrollstream_ports::{BusError, Header, InboundMessage, OutboundMessage, Publisher};
 
 pub const REASON: &str = "dlq_reason";
 pub const ERROR: &str = "dlq_error";
@@ -12,6 +12,81 @@ pub const ORIGINAL_OFFSET: &str = "dlq_original_offset";
 pub const FAILED_AT: &str = "dlq_failed_at";
 pub const CONSUMER_GROUP: &str = "dlq_consumer_group";
 pub const ATTEMPTS: &str = "dlq_attempts";
+/// Set on a dead letter the DLQ would not take whole: why its payload was left out. The
+/// original is still on its topic at `dlq_original_offset`.
+pub const PAYLOAD_DROPPED: &str = "dlq_payload_dropped";
+
+/// Where a dead letter ended up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parked {
+    Whole,
+    /// Without its payload (the DLQ refused it whole, e.g. too large).
+    WithoutPayload,
+    /// The DLQ refused even that; the reason was logged as an error and counted.
+    Lost(String),
+}
+
+/// Publish dead letters to `topic`. A refusal that will never heal (`BusError::Fatal`: too
+/// large, say) is not retried: the batch is tried message by message, a refused message goes
+/// again without its payload, and one refused even so is reported lost (an error log and
+/// `enrollstream_dead_letters_lost_total`) so the partition moves on. `Err` only for transient
+/// failures, which the caller retries.
+pub async fn publish_dead_letters(
+    publisher: &dyn Publisher,
+    topic: &str,
+    messages: Vec<OutboundMessage>,
+) -> Result<Vec<Parked>, BusError> {
+    let n = messages.len();
+    match publisher.publish(topic, messages.clone()).await {
+        Ok(()) => return Ok((0..n).map(|_| Parked::Whole).collect()),
+        Err(BusError::Fatal(_)) if n > 1 => {}
+        Err(BusError::Fatal(why)) => {
+            return Ok(vec![
+                without_payload(publisher, topic, &messages[0], why).await?,
+            ])
+        }
+        Err(e) => return Err(e),
+    }
+    let mut parked = Vec::with_capacity(n);
+    for message in messages {
+        match publisher.publish(topic, vec![message.clone()]).await {
+            Ok(()) => parked.push(Parked::Whole),
+            Err(BusError::Fatal(why)) => {
+                parked.push(without_payload(publisher, topic, &message, why).await?)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(parked)
+}
+
+async fn without_payload(
+    publisher: &dyn Publisher,
+    topic: &str,
+    message: &OutboundMessage,
+    why: String,
+) -> Result<Parked, BusError> {
+    let mut stub = OutboundMessage {
+        key: message.key.clone(),
+        headers: message.headers.clone(),
+        payload: Vec::new(),
+    };
+    stub.headers
+        .push((PAYLOAD_DROPPED.to_string(), truncate(&why, 1024)));
+    match publisher.publish(topic, vec![stub]).await {
+        Ok(()) => {
+            tracing::warn!(%topic, key = %message.key, error = %why, "the DLQ refused a dead letter whole; parked it without its payload");
+            Ok(Parked::WithoutPayload)
+        }
+        Err(BusError::Fatal(again)) => {
+            tracing::error!(%topic, key = %message.key, error = %why, again = %again, headers = ?message.headers, "ALERT: the DLQ refused a dead letter even without its payload; it is lost from the DLQ (its origin is in these headers)");
+            metrics::counter!("enrollstream_dead_letters_lost_total", "topic" => topic.to_string())
+                .increment(1);
+            Ok(Parked::Lost(again))
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// Why a message was dead-lettered: a short code (also a metrics label) and the full error.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +143,11 @@ pub fn dead_letter_message(
 }
 
 /// The original message of a dead letter, for redrive: same key, headers and payload, minus ours.
+/// None when it cannot be redriven: it names no original topic, or its payload was left out.
 pub fn redrive_message(dead: &InboundMessage) -> Option<(String, OutboundMessage)> {
+    if dead.header(PAYLOAD_DROPPED).is_some() {
+        return None;
+    }
     let topic = dead.header(ORIGINAL_TOPIC)?.to_string();
     let headers = dead
         .headers

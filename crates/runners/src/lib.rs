@@ -4,6 +4,7 @@
 //! - `consumer`: the shared consumer loop (poll, handle, dead-letter, commit) every role that
 //!   reads the bus runs on, so that "commit only after the effect is durable" and "a bad message
 //!   never blocks a partition" are written once.
+//! - `fence`: the lease that keeps a rebuild and live projectors apart.
 //! - `projector`: builds the read model and records the outbox in one atomic write per event.
 //! - `relay`: publishes the outbox to the notification topics.
 //! - `deliveries`: one consumer group per downstream target (Logic Apps, Salesforce, ...).
@@ -14,6 +15,7 @@ pub mod backoff;
 pub mod consumer;
 pub mod dead_letter;
 pub mod deliveries;
+pub mod fence;
 pub mod leads;
 pub mod projector;
 pub mod relay;

@@ -5,16 +5,18 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
+use enrollstream_domain::limits::Limits;
 use enrollstream_domain::projection::{project, ProjectionError};
 use enrollstream_domain::routing::RoutingRules;
-use enrollstream_domain::{CloudEvent, EntityKind};
+use enrollstream_domain::{CloudEvent, DomainEvent, EntityKind, ValidationError};
 use enrollstream_ports::codec;
-use enrollstream_ports::{ApplyOutcome, Change, InboundMessage, Store, StoredEvent};
+use enrollstream_ports::{ApplyOutcome, Change, InboundMessage, Store, StoreError, StoredEvent};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::consumer::{BatchHandler, Outcome, Retry};
 use crate::dead_letter::DeadLetter;
+use crate::fence::ProjectorFence;
 
 pub const GROUP: &str = "read-model-service";
 
@@ -25,6 +27,10 @@ pub struct Projector {
     /// per topic and partition) had their side effects already, so their outbox messages are
     /// never left pending (`Change::replay`). `None` in normal operation.
     pub replay: Option<HashMap<(String, i32), i64>>,
+    /// Bounds every event must keep (`[limits]`), whoever put it on the bus.
+    pub limits: Arc<Limits>,
+    /// The live projector's side of the rebuild fence; `None` for the rebuild itself.
+    pub fence: Option<ProjectorFence>,
 }
 
 impl Projector {
@@ -47,6 +53,8 @@ enum Known {
 /// An event of the batch that still has to be applied.
 struct Pending {
     index: usize,
+    /// The event's key in the read model (`CloudEvent::key`).
+    key: String,
     event: CloudEvent,
     kind: EntityKind,
     source: String,
@@ -56,12 +64,57 @@ struct Pending {
 #[async_trait]
 impl BatchHandler for Projector {
     async fn handle(&mut self, batch: &[InboundMessage]) -> Result<Vec<Outcome>, Retry> {
+        if let Some(fence) = &mut self.fence {
+            fence.enter().await.map_err(Retry)?;
+        }
+        match self.project(batch, false).await {
+            Err(Failure::Refused(why)) => {
+                // One change the store can never take (a value it cannot encode, a document
+                // too large) fails the whole call. Applying one by one finds it, dead-letters
+                // it alone, and lets the rest of the partition move on.
+                tracing::warn!(error = %why, "the store refused a batch; applying its events one by one");
+                match self.project(batch, true).await {
+                    Ok(outcomes) => Ok(outcomes),
+                    Err(Failure::Retry(why) | Failure::Refused(why)) => Err(Retry(why)),
+                }
+            }
+            Err(Failure::Retry(why)) => Err(Retry(why)),
+            Ok(outcomes) => Ok(outcomes),
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(fence) = &mut self.fence {
+            fence.release().await;
+        }
+    }
+}
+
+/// Why a batch did not finish: worth a retry as a whole, or refused by the store as a whole.
+enum Failure {
+    Retry(String),
+    Refused(String),
+}
+
+fn retry(e: StoreError) -> Failure {
+    Failure::Retry(e.to_string())
+}
+
+impl Projector {
+    /// Project a batch: in one store call (`one_by_one` false), or each event in its own call so
+    /// that a change the store refuses is dead-lettered alone.
+    async fn project(
+        &self,
+        batch: &[InboundMessage],
+        one_by_one: bool,
+    ) -> Result<Vec<Outcome>, Failure> {
         let mut outcomes = vec![Outcome::Done; batch.len()];
         let mut pending = Vec::with_capacity(batch.len());
         for (index, message) in batch.iter().enumerate() {
-            match decode(message) {
+            match decode(message, &self.limits) {
                 Ok((event, kind)) => pending.push(Pending {
                     index,
+                    key: event.key(),
                     event,
                     kind,
                     source: format!("{}/{}/{}", message.topic, message.partition, message.offset),
@@ -73,27 +126,22 @@ impl BatchHandler for Projector {
 
         // Fence 1: events already in the read model are skipped before anything is folded, so a
         // redelivered old event is never judged against a newer state.
-        let ids: Vec<String> = pending.iter().map(|p| p.event.id.clone()).collect();
-        let applied = self
-            .store
-            .applied(&ids)
-            .await
-            .map_err(|e| Retry(e.to_string()))?;
+        let keys: Vec<String> = pending.iter().map(|p| p.key.clone()).collect();
+        let applied = self.store.applied(&keys).await.map_err(retry)?;
         let mut seen: HashSet<String> = HashSet::new();
-        pending.retain(|p| !applied.contains(&p.event.id) && seen.insert(p.event.id.clone()));
+        pending.retain(|p| !applied.contains(&p.key) && seen.insert(p.key.clone()));
+        if pending.is_empty() {
+            return Ok(outcomes);
+        }
 
         // Current state of every entity the batch touches; folded forward within the batch.
         // One read for the whole batch: a lookup per event would cost a round trip each.
-        let keys: HashSet<(EntityKind, String)> = pending
+        let entities: HashSet<(EntityKind, String)> = pending
             .iter()
             .map(|p| (p.kind, p.event.entity_id().to_string()))
             .collect();
-        let keys: Vec<(EntityKind, String)> = keys.into_iter().collect();
-        let records = self
-            .store
-            .entities(&keys)
-            .await
-            .map_err(|e| Retry(e.to_string()))?;
+        let entities: Vec<(EntityKind, String)> = entities.into_iter().collect();
+        let records = self.store.entities(&entities).await.map_err(retry)?;
         let mut current: HashMap<(EntityKind, String), Known> = records
             .into_iter()
             .map(|r| ((r.kind, r.id), Known::Stored(r.version, r.state)))
@@ -102,82 +150,134 @@ impl BatchHandler for Projector {
         let now = Utc::now();
         let mut changes: Vec<Change> = Vec::with_capacity(pending.len());
         for p in pending {
-            let key = (p.kind, p.event.entity_id().to_string());
-            let state = match current.get(&key) {
+            let entity = (p.kind, p.event.entity_id().to_string());
+            let state = match current.get(&entity) {
                 Some(Known::Stored(version, state)) => Some((*version, state)),
                 Some(Known::Changed(i)) => Some((changes[*i].event.version, &changes[*i].state)),
                 None => None,
             };
             let expected_version = state.map(|(v, _)| v).unwrap_or(0);
-            match project(&p.event, state, &self.rules) {
-                Ok(projection) => {
-                    current.insert(key, Known::Changed(changes.len()));
-                    changes.push(Change {
-                        event: StoredEvent {
-                            event_id: p.event.id.clone(),
-                            entity_kind: p.kind,
-                            entity_id: projection.entity_id.clone(),
-                            version: projection.version,
-                            event_type: p.event.ty.clone(),
-                            occurred_at: p.event.time.unwrap_or(now),
-                            envelope: p.event,
-                            source: Some(p.source),
-                            recorded_at: now,
-                        },
-                        expected_version,
-                        status: projection.status,
-                        state: projection.state,
-                        outbox: projection.outbox,
-                        replay: p.replay,
-                    });
-                }
+            let projection = match project(&p.event, state, &self.rules) {
+                Ok(projection) => projection,
                 Err(ProjectionError::CorruptState(id, why)) => {
                     // Not the event's fault: stop here and retry rather than dead-letter good events.
-                    return Err(Retry(format!("stored state of {id} is unreadable: {why}")));
+                    return Err(Failure::Retry(format!(
+                        "stored state of {id} is unreadable: {why}"
+                    )));
                 }
-                Err(e) => outcomes[p.index] = Outcome::DeadLetter(DeadLetter::new(e.code(), &e)),
+                Err(e) => {
+                    outcomes[p.index] = Outcome::DeadLetter(DeadLetter::new(e.code(), &e));
+                    continue;
+                }
+            };
+            let change = Change {
+                event: StoredEvent {
+                    event_id: p.key,
+                    entity_kind: p.kind,
+                    entity_id: projection.entity_id.clone(),
+                    version: projection.version,
+                    event_type: p.event.ty.clone(),
+                    occurred_at: p.event.time.unwrap_or(now),
+                    envelope: p.event,
+                    source: Some(p.source),
+                    recorded_at: now,
+                },
+                expected_version,
+                status: projection.status,
+                state: projection.state,
+                outbox: projection.outbox,
+                replay: p.replay,
+            };
+            if !one_by_one {
+                current.insert(entity, Known::Changed(changes.len()));
+                changes.push(change);
+                continue;
+            }
+            match self.store.apply(std::slice::from_ref(&change)).await {
+                Ok(results) => match record(std::slice::from_ref(&change), &results) {
+                    Ok(()) => {
+                        current.insert(entity, Known::Stored(change.event.version, change.state));
+                    }
+                    Err(Failure::Refused(why)) => {
+                        tracing::warn!(event_id = %change.event.event_id, error = %why, "the store refused an event");
+                        outcomes[p.index] =
+                            Outcome::DeadLetter(DeadLetter::new("store_refused", &why));
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(StoreError::Fatal(why)) => {
+                    // A store that fails everything is down, not refusing this event.
+                    self.store.check().await.map_err(retry)?;
+                    tracing::warn!(event_id = %change.event.event_id, error = %why, "the store refused an event");
+                    outcomes[p.index] = Outcome::DeadLetter(DeadLetter::new("store_refused", &why));
+                }
+                Err(e) => return Err(retry(e)),
             }
         }
         if changes.is_empty() {
             return Ok(outcomes);
         }
-
-        let results = self
-            .store
-            .apply(&changes)
-            .await
-            .map_err(|e| Retry(e.to_string()))?;
-        for (change, result) in changes.iter().zip(&results) {
-            match result {
-                ApplyOutcome::Applied => {
-                    metrics::counter!("enrollstream_events_projected_total", "type" => change.event.event_type.clone()).increment(1);
-                    if let Ok(lag) = (Utc::now() - change.event.occurred_at).to_std() {
-                        metrics::histogram!("enrollstream_projection_lag_seconds")
-                            .record(lag.as_secs_f64());
-                    }
-                }
-                ApplyOutcome::AlreadyApplied => {}
-                ApplyOutcome::Conflict { current_version } => {
-                    // Another member moved the entity (partitions overlapped during a rebalance).
-                    // Retrying the batch reloads the state; applied events are then skipped.
-                    return Err(Retry(format!(
-                        "version conflict on {} {} (expected {}, found {current_version})",
-                        change.event.entity_kind, change.event.entity_id, change.expected_version
-                    )));
-                }
-            }
+        match self.store.apply(&changes).await {
+            Ok(results) => record(&changes, &results)?,
+            Err(StoreError::Fatal(why)) => return Err(Failure::Refused(why)),
+            Err(e) => return Err(retry(e)),
         }
         Ok(outcomes)
     }
 }
 
-fn decode(message: &InboundMessage) -> Result<(CloudEvent, EntityKind), DeadLetter> {
+/// Metrics of what was applied; a version conflict retries the batch.
+fn record(changes: &[Change], results: &[ApplyOutcome]) -> Result<(), Failure> {
+    if results.len() != changes.len() {
+        return Err(Failure::Retry(format!(
+            "the store answered {} outcomes for {} changes",
+            results.len(),
+            changes.len()
+        )));
+    }
+    for (change, result) in changes.iter().zip(results) {
+        match result {
+            ApplyOutcome::Applied => {
+                metrics::counter!("enrollstream_events_projected_total", "type" => change.event.event_type.clone()).increment(1);
+                if let Ok(lag) = (Utc::now() - change.event.occurred_at).to_std() {
+                    metrics::histogram!("enrollstream_projection_lag_seconds")
+                        .record(lag.as_secs_f64());
+                }
+            }
+            ApplyOutcome::AlreadyApplied => {}
+            ApplyOutcome::Refused { reason } => {
+                // This change alone can never be written (the others of the call were applied):
+                // the caller applies the batch again one by one and dead-letters it.
+                return Err(Failure::Refused(format!(
+                    "store refused {}: {reason}",
+                    change.event.event_id
+                )));
+            }
+            ApplyOutcome::Conflict { current_version } => {
+                // Another member moved the entity (partitions overlapped during a rebalance).
+                // Retrying the batch reloads the state; applied events are then skipped.
+                return Err(Failure::Retry(format!(
+                    "version conflict on {} {} (expected {}, found {current_version})",
+                    change.event.entity_kind, change.event.entity_id, change.expected_version
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The event of a message, checked against its schema and the limits before anything is read.
+fn decode(
+    message: &InboundMessage,
+    limits: &Limits,
+) -> Result<(CloudEvent, EntityKind), DeadLetter> {
     let event = codec::decode(message).map_err(|e| DeadLetter::new("undecodable", &e))?;
-    let kind = event.entity_kind().ok_or_else(|| {
-        DeadLetter::new(
-            "invalid_event",
-            format!("type: unknown event type {:?}", event.ty),
-        )
-    })?;
-    Ok((event, kind))
+    let decoded =
+        DomainEvent::from_cloud_event(&event).map_err(|e| DeadLetter::new("invalid_event", &e))?;
+    let mut errors = limits.check(&event, &decoded);
+    limits.check_size(message.payload.len(), &mut errors);
+    if !errors.is_empty() {
+        return Err(DeadLetter::new("invalid_event", ValidationError { errors }));
+    }
+    Ok((event, decoded.kind()))
 }

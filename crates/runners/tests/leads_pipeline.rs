@@ -63,6 +63,7 @@ impl Leads {
             tokio::spawn(run_producer(
                 bed.dyn_bus(),
                 producer,
+                ".dlq".to_string(),
                 bed.health.clone(),
                 shutdown.clone(),
             )),

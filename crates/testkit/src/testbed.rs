@@ -1,19 +1,19 @@
 //! Real components for tests, each started as a child process on a free port of 127.0.0.1 with
 //! its own scratch directory:
 //!
-//! - [`Kafka`]: the Kafka-protocol broker tansu, storing in SQLite.
-//! - [`Mongo`]: the MongoDB-protocol server nx-27017.
+//! - [`Kafka`]: Apache Kafka 4.1 in KRaft mode (broker and controller in one JVM).
+//! - [`Mongo`]: FerretDB 1.24 (MongoDB wire protocol) on its SQLite backend.
 //! - [`Smtp`]: the aiosmtpd SMTP server, storing every mail in a maildir.
 //!
 //! Every instance is fresh, answers on its socket before `start` returns, and dies with its
 //! handle or, when a test crashes, with the test process. A component that cannot start is an
 //! error naming the reason (binary missing, log tail), never a skipped test.
 //! `bash scripts/testbed/install.sh` installs the components; `scripts/testbed/env.sh` exports
-//! `ENROLLSTREAM_TANSU_BIN`, `ENROLLSTREAM_NX27017_BIN` and `ENROLLSTREAM_PYTHON`, which win
-//! over the default cache path and `PATH`.
+//! `ENROLLSTREAM_KAFKA_HOME`, `ENROLLSTREAM_JAVA`, `ENROLLSTREAM_FERRETDB_BIN` and
+//! `ENROLLSTREAM_PYTHON`, which win over the default cache paths and `PATH`.
 //!
-//! The helpers block while a component starts or stops (well under a second once installed),
-//! so they can be called from sync tests and from async tests alike.
+//! The helpers block while a component starts or stops (a few seconds for Kafka's JVM, well
+//! under a second for the others), so they can be called from sync and async tests alike.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -37,7 +37,7 @@ fn wait_until_refused(port: u16, deadline: Duration) -> bool {
 
 #[test]
 fn kafka_answers_api_versions_for_the_apis_clients_need() {
-    let kafka = Kafka::start().expect("tansu starts");
+    let kafka = Kafka::start().expect("Kafka starts");
     assert_eq!(kafka.bootstrap(), format!("127.0.0.1:{}", kafka.port()));
 
     let keys: Vec<i16> = kafka
@@ -49,14 +49,14 @@ fn kafka_answers_api_versions_for_the_apis_clients_need() {
     for key in [PRODUCE, FETCH, METADATA, FIND_COORDINATOR, API_VERSIONS] {
         assert!(
             keys.contains(&key),
-            "tansu does not serve api key {key}: {keys:?}"
+            "Kafka does not serve api key {key}: {keys:?}"
         );
     }
 }
 
 #[test]
 fn kafka_restart_serves_again_on_the_same_port_while_a_client_holds_a_connection() {
-    let mut kafka = Kafka::start().expect("tansu starts");
+    let mut kafka = Kafka::start().expect("Kafka starts");
     let port = kafka.port();
     let _held = TcpStream::connect(kafka.bootstrap()).expect("client connection");
 
@@ -66,7 +66,7 @@ fn kafka_restart_serves_again_on_the_same_port_while_a_client_holds_a_connection
         "a killed broker still answers on {port}"
     );
 
-    kafka.restart().expect("tansu restarts");
+    kafka.restart().expect("Kafka restarts");
     assert_eq!(kafka.port(), port);
     assert!(!kafka
         .api_versions()
@@ -76,7 +76,7 @@ fn kafka_restart_serves_again_on_the_same_port_while_a_client_holds_a_connection
 
 #[test]
 fn dropping_a_broker_handle_stops_the_broker() {
-    let kafka = Kafka::start().expect("tansu starts");
+    let kafka = Kafka::start().expect("Kafka starts");
     let port = kafka.port();
     drop(kafka);
     assert!(
@@ -95,7 +95,7 @@ fn the_shared_broker_is_one_broker_for_the_whole_test_process() {
 
 #[tokio::test]
 async fn mongo_answers_ping() {
-    let mongo = Mongo::start().expect("nx-27017 starts");
+    let mongo = Mongo::start().expect("FerretDB starts");
     assert_eq!(mongo.uri(), format!("mongodb://127.0.0.1:{}", mongo.port()));
 
     let client = mongodb::Client::with_uri_str(mongo.uri())
@@ -122,7 +122,7 @@ async fn mongo_answers_ping() {
 
 #[tokio::test]
 async fn persistent_mongo_keeps_documents_across_pause_and_resume() {
-    let mut mongo = Mongo::start_persistent().expect("nx-27017 starts");
+    let mut mongo = Mongo::start().expect("FerretDB starts");
     let client = mongodb::Client::with_uri_str(mongo.uri())
         .await
         .expect("client");
@@ -138,7 +138,7 @@ async fn persistent_mongo_keeps_documents_across_pause_and_resume() {
         refuses_connections(mongo.port()),
         "a paused server still answers"
     );
-    mongo.resume().expect("nx-27017 resumes");
+    mongo.resume().expect("FerretDB resumes");
 
     let client = mongodb::Client::with_uri_str(mongo.uri())
         .await
@@ -184,7 +184,7 @@ fn a_crashed_test_process_leaves_no_server_behind() {
         });
     assert!(
         wait_until_refused(port, Duration::from_secs(10)),
-        "nx-27017 on {port} outlived the test process that started it"
+        "FerretDB on {port} outlived the test process that started it"
     );
 }
 

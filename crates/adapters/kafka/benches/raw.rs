@@ -1,4 +1,4 @@
-//! Raw Kafka throughput on a fresh tansu broker: rdkafka alone (the ceiling), then through the
+//! Raw Kafka throughput on a fresh Apache Kafka broker: rdkafka alone (the ceiling), then through the
 //! bus port. 3 partitions, ~1 KB messages.
 //!
 //! `cargo bench -p enrollstream-kafka --bench raw`; `ENROLLSTREAM_BENCH_MESSAGES` sets the count
@@ -41,7 +41,8 @@ async fn main() {
             )
         })
         .collect();
-    let kafka = Kafka::start().unwrap_or_else(|e| panic!("tansu did not start: {e:#}"));
+    let kafka = Kafka::start_for_benchmark()
+        .unwrap_or_else(|e| panic!("the Kafka broker did not start: {e:#}"));
     let mut config = KafkaConfig {
         brokers: kafka.bootstrap(),
         ..KafkaConfig::default()
@@ -60,10 +61,11 @@ async fn main() {
         name: name.into(),
         partitions: PARTITIONS,
         replication: 1,
+        retention: None,
     });
     bus.ensure_topics(&specs).await.expect("topics");
 
-    println!("tansu (sqlite storage), {PARTITIONS} partitions, {count} messages of {SIZE} bytes with {} headers, extra {:?}", headers.len(), config.extra);
+    println!("Apache Kafka 4.1.1 (KRaft, one node), {PARTITIONS} partitions, {count} messages of {SIZE} bytes with {} headers, extra {:?}", headers.len(), config.extra);
     report(
         "rdkafka produce",
         throughput::produce(&config, raw, count, SIZE, &headers).await,

@@ -18,14 +18,23 @@ pub(crate) async fn ensure_topics(
     if topics.is_empty() {
         return Ok(());
     }
+    let retention: Vec<Option<String>> = topics
+        .iter()
+        .map(|t| t.retention.map(|r| r.as_millis().to_string()))
+        .collect();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| {
-            NewTopic::new(
+        .zip(&retention)
+        .map(|(t, retention)| {
+            let topic = NewTopic::new(
                 &t.name,
                 t.partitions,
                 TopicReplication::Fixed(i32::from(t.replication)),
-            )
+            );
+            match retention {
+                Some(ms) => topic.set("retention.ms", ms),
+                None => topic,
+            }
         })
         .collect();
     let options = AdminOptions::new()

@@ -46,10 +46,22 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u32,
     /// `heartbeat.interval.ms` (well below the session timeout).
     pub heartbeat_interval_ms: u32,
-    /// How long `close` keeps serving the group before leaving it, so that a rebalance started
-    /// just before (say, by another member's close) is finished first. Works around a tansu bug
-    /// (a leader leaving mid-rebalance wedges the group); 0 leaves at once, fine on Kafka proper.
-    pub leave_grace_ms: u32,
+    /// `partition.assignment.strategy`. `cooperative-sticky` (the default) rebalances
+    /// incrementally: when a member joins or leaves, only the partitions that must move are
+    /// revoked, and every other member keeps consuming (and its delivery lanes keep running)
+    /// through the rebalance. `range` or `roundrobin` are eager: every member stops and gives
+    /// everything back at each rebalance. All members of a group must agree, and librdkafka
+    /// refuses a list that mixes the two protocols, so a group moves from eager to cooperative
+    /// in one cutover: stop every member, then start them all on the new strategy.
+    pub assignment_strategy: String,
+    /// `group.instance.id` prefix for static membership; unset (the default) means dynamic
+    /// membership. Set it to a name that is stable across restarts and unique per process (a
+    /// StatefulSet pod name): each consumer then joins as `INSTANCE-GROUP`, and a process that
+    /// restarts within `session_timeout_ms` gets its partitions back with no rebalance of the
+    /// others. The price: a static member does not leave its group when it stops, so its
+    /// partitions wait `session_timeout_ms` for another owner (a scale-down or a crash costs
+    /// that long). Two processes with the same instance fence each other.
+    pub instance_id: Option<String>,
     /// `max.poll.interval.ms`: a member that does not poll for this long leaves its group.
     pub max_poll_interval_ms: u32,
     /// `queued.max.messages.kbytes`: bound of what a consumer prefetches.
@@ -59,9 +71,9 @@ pub struct KafkaConfig {
     /// `fetch.max.bytes`: most bytes of one fetch response.
     pub fetch_max_bytes: u32,
     /// `fetch.wait.max.ms`: how long the broker may hold a fetch that finds nothing new. Kafka
-    /// answers as soon as a message arrives, so this costs no latency there. tansu 0.6 holds
-    /// every fetch, records or not, for half of it (all of it below 500 ms), so on tansu it sets
-    /// each consumer's delivery latency (docs/testbed.md). Lower means more idle fetches.
+    /// answers as soon as a record arrives (`fetch.min.bytes` is 1), so this bounds idle
+    /// fetches only, not latency: lower means more empty round trips, not faster delivery.
+    /// librdkafka's default.
     pub fetch_wait_max_ms: u32,
 
     /// Timeout of metadata requests behind `check()` and of topic creation, in milliseconds.
@@ -94,7 +106,8 @@ impl Default for KafkaConfig {
             producer_queue_kbytes: 65_536,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
-            leave_grace_ms: 1_500,
+            assignment_strategy: "cooperative-sticky".into(),
+            instance_id: None,
             max_poll_interval_ms: 300_000,
             consumer_queue_kbytes: 8_192,
             consumer_queue_messages: 10_000,
@@ -143,7 +156,8 @@ impl fmt::Debug for KafkaConfig {
             .field("producer_queue_kbytes", &self.producer_queue_kbytes)
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
-            .field("leave_grace_ms", &self.leave_grace_ms)
+            .field("assignment_strategy", &self.assignment_strategy)
+            .field("instance_id", &self.instance_id)
             .field("max_poll_interval_ms", &self.max_poll_interval_ms)
             .field("consumer_queue_kbytes", &self.consumer_queue_kbytes)
             .field("consumer_queue_messages", &self.consumer_queue_messages)
@@ -155,7 +169,52 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
+/// The assignors librdkafka offers, and whether each is cooperative.
+const ASSIGNORS: &[(&str, bool)] = &[
+    ("range", false),
+    ("roundrobin", false),
+    ("cooperative-sticky", true),
+];
+
 impl KafkaConfig {
+    /// Refuse at start what librdkafka would only refuse when the first consumer is created
+    /// (an unknown assignor, eager mixed with cooperative), or what cannot work at all.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("kafka.brokers must name at least one host:port".into());
+        }
+        let mut protocols = Vec::new();
+        for name in self.assignment_strategy.split(',').map(str::trim) {
+            match ASSIGNORS.iter().find(|(known, _)| *known == name) {
+                Some((_, cooperative)) => protocols.push(*cooperative),
+                None => {
+                    return Err(format!(
+                        "kafka.assignment_strategy: unknown assignor {name:?} (known: range, roundrobin, cooperative-sticky)"
+                    ))
+                }
+            }
+        }
+        if protocols.contains(&true) && protocols.contains(&false) {
+            return Err(format!(
+                "kafka.assignment_strategy {:?} mixes cooperative and eager assignors, which librdkafka refuses; move a group in one cutover",
+                self.assignment_strategy
+            ));
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms
+        {
+            return Err(
+                "kafka.heartbeat_interval_ms must be above zero and below kafka.session_timeout_ms"
+                    .into(),
+            );
+        }
+        if let Some(instance) = &self.instance_id {
+            if instance.trim().is_empty() {
+                return Err("kafka.instance_id must not be empty when set".into());
+            }
+        }
+        Ok(())
+    }
+
     /// Connection and security properties shared by every client.
     fn common(&self, client_id: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -208,9 +267,11 @@ impl KafkaConfig {
         self.with_extra(c)
     }
 
+    /// A consumer that reads offsets or watermarks of `group` and never joins it.
     pub(crate) fn consumer(&self, group: &str, client_id: &str) -> ClientConfig {
         let mut c = self.common(client_id);
         c.set("group.id", group)
+            .set("partition.assignment.strategy", &self.assignment_strategy)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -240,6 +301,15 @@ impl KafkaConfig {
         self.with_extra(c)
     }
 
+    /// A member of `group` that subscribes: `consumer` plus its static identity, if any.
+    pub(crate) fn member(&self, group: &str, client_id: &str) -> ClientConfig {
+        let mut c = self.consumer(group, client_id);
+        if let Some(instance) = &self.instance_id {
+            c.set("group.instance.id", format!("{instance}-{group}"));
+        }
+        c
+    }
+
     pub(crate) fn admin(&self) -> ClientConfig {
         let c = self.common(&format!("{}-admin", self.client_id));
         self.with_extra(c)
@@ -248,6 +318,20 @@ impl KafkaConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn assignment_strategies_are_checked_before_any_consumer_exists() {
+        let with = |strategy: &str| KafkaConfig {
+            assignment_strategy: strategy.into(),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(with("cooperative-sticky").validate(), Ok(()));
+        assert_eq!(with("range,roundrobin").validate(), Ok(()));
+        let unknown = with("sticky").validate().unwrap_err();
+        assert!(unknown.contains("unknown assignor \"sticky\""), "{unknown}");
+        let mixed = with("cooperative-sticky,range").validate().unwrap_err();
+        assert!(mixed.contains("mixes cooperative and eager"), "{mixed}");
+    }
+
     use super::*;
 
     #[test]
@@ -288,6 +372,33 @@ mod tests {
         assert_eq!(consumer.get("client.id"), Some("member-1"));
         assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
         assert_eq!(consumer.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(
+            consumer.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(consumer.get("group.instance.id"), None);
+    }
+
+    #[test]
+    fn static_membership_names_one_member_per_group() {
+        let config = KafkaConfig {
+            instance_id: Some("enrollstream-2".into()),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(
+            config
+                .member("delivery-salesforce", "member")
+                .get("group.instance.id"),
+            Some("enrollstream-2-delivery-salesforce")
+        );
+        // Tools that only read a group's offsets must not take a member's identity.
+        assert_eq!(
+            config
+                .consumer("delivery-salesforce", "offsets")
+                .get("group.instance.id"),
+            None
+        );
+        assert_eq!(config.producer().get("group.instance.id"), None);
     }
 
     #[test]

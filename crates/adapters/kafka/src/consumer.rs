@@ -29,7 +29,6 @@ pub struct KafkaSubscription {
     consumer: Option<SharedConsumer>,
     /// A poll whose caller went away; its messages are the next poll's answer.
     inflight: Option<JoinHandle<Batch>>,
-    leaving: Leaving,
 }
 
 pub(crate) fn subscribe(
@@ -38,7 +37,7 @@ pub(crate) fn subscribe(
 ) -> Result<KafkaSubscription, BusError> {
     let membership = Membership::new(spec.group.clone(), spec.start);
     let consumer: BaseConsumer<Membership> = config
-        .consumer(&spec.group, &spec.client_id)
+        .member(&spec.group, &spec.client_id)
         .create_with_context(membership)
         .map_err(|e| classify(&e))?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
@@ -49,10 +48,6 @@ pub(crate) fn subscribe(
     Ok(KafkaSubscription {
         consumer: Some(Arc::new(consumer)),
         inflight: None,
-        leaving: Leaving {
-            grace: Duration::from_millis(u64::from(config.leave_grace_ms)),
-            settle: Duration::from_millis(u64::from(config.session_timeout_ms)),
-        },
     })
 }
 
@@ -130,7 +125,10 @@ fn collect(consumer: &BaseConsumer<Membership>, max: usize, max_wait: Duration) 
 /// Commit the highest position per partition among those this member still owns. Positions of
 /// partitions that moved to another member are skipped: their new owner starts from the last
 /// commit and redoes the rest, which the effects' idempotence makes harmless, while committing
-/// them could move the new owner's position under its feet.
+/// them could move the new owner's position under its feet. The broker does not stop that: the
+/// classic group protocol checks a commit's generation and member id, not which member owns
+/// the partition, and under the cooperative protocol a revoked partition's commit in the same
+/// generation is accepted.
 fn commit(
     consumer: &BaseConsumer<Membership>,
     positions: &[CommitPosition],
@@ -161,45 +159,11 @@ fn commit(
     Ok(())
 }
 
-/// When to leave the group on close: after a quiet spell with no rebalance under way.
-#[derive(Clone, Copy, Debug)]
-struct Leaving {
-    /// How long to keep serving the group before leaving; a rebalance that starts meanwhile is
-    /// seen at the next heartbeat and finished first.
-    grace: Duration,
-    /// The most a rebalance under way may delay the leaving.
-    settle: Duration,
-}
-
-/// Leave the group, but not in the middle of a rebalance: serve the group (by polling) for a
-/// grace period, and if a rebalance shows up meanwhile, until it is complete. Messages fetched
-/// meanwhile are dropped uncommitted, so the next owner gets them.
-///
-/// Why: tansu keeps a leader that leaves during a rebalance as the group's leader, and every later
-/// member then waits forever for that leader's assignment. It happens when two members close one
-/// after the other: the first leave starts a rebalance the second member has not seen yet (it
-/// learns of it from its next heartbeat). Leaving a stable group is handled correctly by every
-/// broker. The group state cannot be asked instead: tansu drops the connection on DescribeGroups.
-/// `leave_grace_ms = 0` leaves at once (Kafka proper handles a leave at any time).
-fn leave(consumer: SharedConsumer, leaving: Leaving) {
-    let membership = consumer.context();
-    let started = Instant::now();
-    let (revokes, assigns) = membership.rebalances();
-    loop {
-        let (r, a) = membership.rebalances();
-        // Eager rebalances revoke everything, then assign: more revokes than assigns since we
-        // started means one is under way.
-        let under_way = r - revokes > a - assigns;
-        let waited = started.elapsed();
-        if waited >= leaving.settle.max(leaving.grace) || (!under_way && waited >= leaving.grace) {
-            break;
-        }
-        let _ = consumer.poll(Duration::from_millis(100));
-    }
-    tracing::debug!(group = %membership.group(), waited = ?started.elapsed(), "leaving the group");
-    // Unsubscribing leaves the group; dropping the last handle runs librdkafka's consumer close,
-    // which serves the final revoke and waits until the member is gone.
-    consumer.unsubscribe();
+/// Leave the group: dropping the last handle runs librdkafka's consumer close, which serves the
+/// final revoke and waits until the member is gone. Messages fetched but not committed go to
+/// the partitions' next owners.
+fn leave(consumer: SharedConsumer) {
+    tracing::debug!(group = %consumer.context().group(), "leaving the group");
     drop(consumer);
 }
 
@@ -262,8 +226,7 @@ impl Subscription for KafkaSubscription {
         let Some(consumer) = self.consumer.take() else {
             return Ok(());
         };
-        let leaving = self.leaving;
-        tokio::task::spawn_blocking(move || leave(consumer, leaving))
+        tokio::task::spawn_blocking(move || leave(consumer))
             .await
             .map_err(join_error)
     }
@@ -276,10 +239,9 @@ impl Drop for KafkaSubscription {
         // is committed. A process that dies instead loses its partitions after
         // `session.timeout.ms`.
         if let Some(consumer) = self.consumer.take() {
-            let leaving = self.leaving;
             let spawned = std::thread::Builder::new()
                 .name("kafka-consumer-close".into())
-                .spawn(move || leave(consumer, leaving));
+                .spawn(move || leave(consumer));
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "closing the consumer in place");
             }

@@ -4,7 +4,8 @@
 //!   whole ([`producer`]).
 //! - Consuming: one consumer per subscription in the subscription's group, manual synchronous
 //!   commits, the assignment tracked by the rebalance callback ([`membership`]), and fetched
-//!   messages of revoked partitions dropped ([`consumer`]).
+//!   messages of revoked partitions dropped ([`consumer`]). Rebalances are incremental
+//!   (cooperative-sticky) unless configured otherwise; static membership is opt-in.
 //! - `StartFrom::Earliest`: the rebalance callback points every partition this subscription is
 //!   assigned at the beginning (or, when it comes back after a rebalance, at what this very
 //!   subscription committed), whatever the group committed before. The caller keeps its group.
@@ -86,6 +87,7 @@ impl KafkaBus {
                 name,
                 partitions: self.config.partitions,
                 replication: self.config.replication,
+                retention: None,
             })
             .collect()
     }

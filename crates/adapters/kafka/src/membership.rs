@@ -4,6 +4,11 @@
 //! assignment for `Subscription::assignment`, remembers which partitions were revoked so the poll
 //! loop can drop what it fetched from them (another member owns them now), and, for a replay,
 //! points every newly assigned partition at the beginning.
+//!
+//! Both rebalance protocols are served: eager (`range`, `roundrobin`: every revoke takes the
+//! whole assignment back and the next assign hands out a whole new one) and cooperative
+//! (`cooperative-sticky`, the default: each callback names only the partitions that move, and
+//! the rest keep being consumed through the rebalance).
 
 use enrollstream_ports::StartFrom;
 use rdkafka::client::ClientContext;
@@ -29,8 +34,6 @@ struct State {
     /// after a rebalance resumes here instead of at the group's older commit, which could lie
     /// past messages the replay has not seen yet.
     committed: BTreeMap<Partition, i64>,
-    /// Rebalance callbacks served so far: (revokes, assigns).
-    rebalances: (u64, u64),
 }
 
 pub(crate) struct Membership {
@@ -67,11 +70,6 @@ impl Membership {
         &self.group
     }
 
-    /// (revokes, assigns) served so far.
-    pub(crate) fn rebalances(&self) -> (u64, u64) {
-        self.state().rebalances
-    }
-
     pub(crate) fn assigned(&self) -> BTreeSet<Partition> {
         self.state().assigned.clone()
     }
@@ -102,40 +100,28 @@ impl Membership {
                     }
                 }
             }
+            // Cooperative: an increment to what is held. Eager: the whole assignment, after a
+            // revoke that emptied the set.
             state.assigned.extend(granted.iter().cloned());
-            state.rebalances.1 += 1;
         }
         tracing::info!(group = %self.group, partitions = ?granted, "partitions assigned");
-        let result = match consumer.rebalance_protocol() {
-            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
-            _ => consumer.assign(tpl),
+        let result = if is_cooperative(consumer) {
+            consumer.incremental_assign(tpl)
+        } else {
+            consumer.assign(tpl)
         };
         if let Err(e) = result {
             tracing::error!(group = %self.group, error = %e, "cannot take the assigned partitions");
         }
     }
 
+    /// `tpl` names what is revoked under the cooperative protocol; the eager protocol takes
+    /// everything back, whatever the list says. Also called when the assignment was lost
+    /// (session timeout, fenced): librdkafka reports that as a revoke.
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        let taken = {
-            let mut state = self.state();
-            // The eager protocol takes everything back, whatever the list says.
-            let taken: Vec<Partition> = if cooperative {
-                partitions(tpl)
-            } else {
-                std::mem::take(&mut state.assigned).into_iter().collect()
-            };
-            for p in &taken {
-                state.assigned.remove(p);
-                state.revoked.insert(p.clone());
-            }
-            state.rebalances.0 += 1;
-            taken
-        };
-        tracing::info!(group = %self.group, partitions = ?taken, "partitions revoked");
+        let cooperative = is_cooperative(consumer);
+        let taken = self.release(cooperative.then(|| partitions(tpl)));
+        tracing::info!(group = %self.group, partitions = ?taken, lost = consumer.assignment_lost(), "partitions revoked");
         let result = if cooperative {
             consumer.incremental_unassign(tpl)
         } else {
@@ -145,6 +131,45 @@ impl Membership {
             tracing::error!(group = %self.group, error = %e, "cannot release the revoked partitions");
         }
     }
+
+    /// A failed rebalance: give up everything held, as librdkafka advises, and let the group
+    /// protocol rejoin.
+    fn revoke_all(&self, consumer: &BaseConsumer<Self>) {
+        let taken = self.release(None);
+        let result = if is_cooperative(consumer) {
+            let mut tpl = TopicPartitionList::with_capacity(taken.len());
+            for (topic, partition) in &taken {
+                tpl.add_partition(topic, *partition);
+            }
+            consumer.incremental_unassign(&tpl)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(e) = result {
+            tracing::error!(group = %self.group, error = %e, "cannot release the assignment");
+        }
+    }
+
+    /// Forget `which` partitions (all when `None`) and remember them as revoked for the poll loop.
+    fn release(&self, which: Option<Vec<Partition>>) -> Vec<Partition> {
+        let mut state = self.state();
+        let taken: Vec<Partition> = match which {
+            Some(listed) => listed,
+            None => std::mem::take(&mut state.assigned).into_iter().collect(),
+        };
+        for p in &taken {
+            state.assigned.remove(p);
+            state.revoked.insert(p.clone());
+        }
+        taken
+    }
+}
+
+fn is_cooperative(consumer: &BaseConsumer<Membership>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
 }
 
 impl ClientContext for Membership {
@@ -168,10 +193,8 @@ impl ConsumerContext for Membership {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),
             other => {
-                // librdkafka's own answer to a failed rebalance: give up the assignment and
-                // rejoin.
                 tracing::warn!(group = %self.group, error = ?other, "rebalance failed");
-                self.revoke(consumer, tpl);
+                self.revoke_all(consumer);
             }
         }
     }

@@ -3,8 +3,9 @@
 
 use enrollstream_ports::{BusError, CommitPosition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::KafkaConfig;
 use crate::context::Logging;
@@ -40,9 +41,10 @@ pub(crate) fn committed(
     if tpl.count() == 0 {
         return Ok(Vec::new());
     }
-    let committed = consumer
-        .committed_offsets(tpl, timeout)
-        .map_err(|e| classify(&e))?;
+    let committed = while_the_coordinator_moves(timeout, |left| {
+        consumer.committed_offsets(tpl.clone(), left)
+    })
+    .map_err(|e| classify(&e))?;
     let mut positions: Vec<CommitPosition> = committed
         .elements()
         .iter()
@@ -57,4 +59,34 @@ pub(crate) fn committed(
         .collect();
     positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(positions)
+}
+
+/// Retry `ask` while the group's coordinator is not ready (a broker that just started or
+/// restarted is still loading `__consumer_offsets`, or the coordinator moved), until `timeout`.
+/// librdkafka does not retry these for a one-off OffsetFetch.
+fn while_the_coordinator_moves<T>(
+    timeout: Duration,
+    mut ask: impl FnMut(Duration) -> KafkaResult<T>,
+) -> KafkaResult<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ask(left) {
+            Err(e) if coordinator_moving(&e) && Instant::now() + RETRY_PAUSE < deadline => {
+                tracing::debug!(error = %e, "group coordinator not ready; asking again");
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            answer => return answer,
+        }
+    }
+}
+
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+fn coordinator_moving(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(NotCoordinator | CoordinatorLoadInProgress | CoordinatorNotAvailable)
+    )
 }

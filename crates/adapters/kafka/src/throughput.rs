@@ -56,7 +56,7 @@ fn key(i: usize) -> String {
 
 /// Produce `count` messages of `size` bytes, each carrying `headers`, to `topic` with the bus's
 /// producer settings (idempotent, `acks=all`), all in flight at once, and wait for every
-/// acknowledgement. Headers matter: a broker may store them apart from the record (tansu does).
+/// acknowledgement. Headers matter: they add to every record's size and to its encoding cost.
 pub async fn produce(
     config: &KafkaConfig,
     topic: &str,

@@ -1,5 +1,5 @@
-//! The Kafka bus against the bus contract, every case on a real tansu broker (one per test
-//! process, shared by the cases that process runs).
+//! The Kafka bus against the bus contract, every case on a real Apache Kafka broker (one per
+//! test process, shared by the cases that process runs), with the production defaults.
 
 use async_trait::async_trait;
 use enrollstream_kafka::{KafkaBus, KafkaConfig};
@@ -11,9 +11,6 @@ use std::sync::Arc;
 fn config() -> KafkaConfig {
     let mut config = KafkaConfig {
         brokers: Kafka::shared().bootstrap(),
-        // tansu holds every fetch for half this wait (250 ms at the default 500), records or
-        // not (docs/testbed.md): a shorter wait keeps the suite quick.
-        fetch_wait_max_ms: 100,
         ..KafkaConfig::default()
     };
     // librdkafka's own debug contexts, e.g. `cgrp,fetch`, logged at debug level.

@@ -1,5 +1,5 @@
 //! CloudEvents Kafka protocol binding, binary mode, between our bus and plain Kafka clients on a
-//! real tansu broker: what we publish is readable by any consumer from the headers alone, and what
+//! real Apache Kafka broker: what we publish is readable by any consumer from the headers alone, and what
 //! any producer writes in binary (or structured) mode decodes into our events.
 
 use chrono::{TimeZone, Utc};
@@ -39,6 +39,7 @@ async fn topic(bus: &KafkaBus, what: &str) -> String {
         name: name.clone(),
         partitions: 3,
         replication: 1,
+        retention: None,
     }])
     .await
     .unwrap_or_else(|e| panic!("create {name}: {e}"));

@@ -2,7 +2,7 @@
 //! alone, and `check` tells a broker that answers from one that does not.
 
 use enrollstream_kafka::{KafkaBus, KafkaConfig};
-use enrollstream_ports::{BusError, EventBus, TopicNames, TopicSpec};
+use enrollstream_ports::{BusError, EventBus, Retention, TopicNames, TopicSpec};
 use enrollstream_testkit::testbed::{free_port, Kafka};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
@@ -42,6 +42,7 @@ async fn topics_are_created_once_and_then_left_alone() {
         name: name.clone(),
         partitions,
         replication: 1,
+        retention: None,
     };
     bus.ensure_topics(&[spec(2)]).await.expect("create");
     bus.ensure_topics(&[spec(2)])
@@ -93,4 +94,51 @@ async fn check_tells_an_answering_broker_from_a_silent_one() {
         Err(BusError::Unavailable(reason)) => assert!(!reason.is_empty()),
         other => panic!("a port nobody listens on: {other:?}"),
     }
+}
+
+/// `retention.ms` of a topic as the broker reports it.
+async fn retention_ms(topic: &str) -> String {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", Kafka::shared().bootstrap())
+        .create()
+        .expect("admin client");
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .expect("describe configs");
+    let resource = described[0].as_ref().expect("the topic's configs");
+    resource
+        .get("retention.ms")
+        .and_then(|e| e.value.clone())
+        .expect("retention.ms is reported")
+}
+
+/// Event topics are the source of truth: created to keep their events forever; a topic without
+/// a retention keeps the broker's default (7 days).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_with_the_retention_asked_for() {
+    let bus = bus(Kafka::shared().bootstrap());
+    let forever = format!("events-{}", uuid::Uuid::new_v4().simple());
+    let month = format!("month-{}", uuid::Uuid::new_v4().simple());
+    let default = format!("default-{}", uuid::Uuid::new_v4().simple());
+    let spec = |name: &str, retention| TopicSpec {
+        name: name.to_string(),
+        partitions: 1,
+        replication: 1,
+        retention,
+    };
+    bus.ensure_topics(&[
+        spec(&forever, Some(Retention::Forever)),
+        spec(
+            &month,
+            Some(Retention::For(Duration::from_secs(30 * 24 * 3600))),
+        ),
+        spec(&default, None),
+    ])
+    .await
+    .expect("create");
+    assert_eq!(retention_ms(&forever).await, "-1");
+    assert_eq!(retention_ms(&month).await, "2592000000");
+    assert_eq!(retention_ms(&default).await, "604800000");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::{DirectoryMailer, ReminderTemplates, SmtpMailer};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MailConfig {
     pub sink: MailSink,
     /// Where the directory sink writes; `<data_dir>/outbox-mail` when unset.
@@ -33,7 +33,7 @@ pub enum MailSink {
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,

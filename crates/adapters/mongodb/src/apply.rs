@@ -1,586 +1,404 @@
-//! Applying changes without multi-document transactions.
+//! Applying changes without multi-document transactions: one insert per change.
 //!
-//! Each change touches two documents: its entry in `event_log` (`_id` = event id, unique on
-//! `(entity_kind, entity_id, version)`) and its entity in `entities`, which embeds the outbox.
-//! They are written in two steps, each ONE atomic single-document write, fenced:
+//! A change is applied by inserting its entry into `event_log` (see `entry`): the event, the
+//! entity's state after it, and its outbox messages, in one document. That insert is the whole
+//! apply, atomic on any server, and fenced twice by unique indexes: `_id` = event id (an event
+//! is applied once) and `(entity_kind, entity_id, version)` (at most one event moves an entity
+//! to a given version). There is nothing to finish after a crash and nothing to undo after a
+//! refusal: an entry exists exactly for the applied changes.
 //!
-//! 1. **Claim the log slot.** Insert the event into `event_log`. The unique index makes the
-//!    insert a fence: at most one event holds version v of an entity. A duplicate key (code
-//!    11000) on the event id means the event was seen before (maybe by an apply that crashed
-//!    before step 2): carry on to step 2 to finish it. A duplicate on the version index means
-//!    another event holds the slot: the change is a Conflict.
-//! 2. **Move the entity.** Update the entity with a filter fenced on its version,
-//!    `{_id, version: expected}` (an upsert of `{_id, version: 0}` when the entity is new, where a
-//!    duplicate key means someone created it), setting state, status, version and
-//!    last_event_id and adding the outbox messages (`outbox_pending: true`) in the same write.
-//!    State and notifications therefore commit together or not at all, and the version fence
-//!    means the messages are added once.
-//! 3. **Explain a miss.** When the fenced write matched nothing, read the entity: if its version
-//!    is at least the event's (and, by step 1, this event holds that slot of the log), the change
-//!    was applied before: AlreadyApplied. Otherwise: Conflict with the entity's version.
+//! Before inserting, the batch is decided in order, as one change after the other would be: a
+//! change whose expected version is not the entity's current one (or whose version does not
+//! follow it) does not apply, and is AlreadyApplied if its event is logged, else a Conflict with
+//! the current version; a change the server could never keep is Refused. A later change of the
+//! same entity then sees the version the earlier ones leave. One query reads what that needs:
+//! each entity's entries from its first change's expected version up (one entry when the
+//! caller is right).
 //!
-//! The invariant that makes this sound: an entity only reaches version v through a change whose
-//! event holds log slot v. So "the log holds event E at version v and the entity's version is at
-//! least v" is exactly "E is applied". A log entry above its entity's version is the trace of an
-//! apply interrupted between steps 1 and 2 (or refused at step 2): it is not applied, `applied`,
-//! `event_log` and `wait_applied` do not see it, its redelivery completes it, and a refused
-//! change removes the entry it had just inserted, so that no foreign entry blocks the slot the
-//! caller will retry with.
+//! The inserts go in chunks of whole entity chains, each an ordered `insert_many`, chunks sent
+//! concurrently: an ordered insert stops at its first refused entry, so no entry is written on
+//! top of one that was not. A refusal there (a unique index: another writer took the event or
+//! the version meanwhile; or the server refused the document) settles that change and drops the
+//! rest of its entity's chain, and the chunk's other entries are sent again. FerretDB honours
+//! `ordered` only within 100 documents, hence chunks of at most 100.
 //!
-//! Outbox message ids are fences too, across entities: a message id recorded once is never
-//! recorded again. Alongside step 1, each message id is claimed in `outbox_index` (`_id` =
-//! message id, with its event and entity): a duplicate key owned by another event means the id
-//! is taken and the message is left out; owned by the same event, it is this change's own claim
-//! from an interrupted attempt. The claim is only a fence and a locator (`mark_published` finds
-//! the entity through it); the message itself is recorded by step 2, atomically with the state.
-//! A refused change removes its claims with its log entry.
-//!
-//! Batches keep these guarantees in few round trips: two unordered `insert_many` (log slots and
-//! message claims of the whole batch, sent concurrently), then one raw `update` command carries
-//! one fenced write per entity (a run of chained changes of one
-//! entity becomes one write to its last state). That command only reports totals, so each write
-//! also sets a receipt token: when the total falls short, the receipts tell which writes took,
-//! and the others are explained or retried one by one. A batch that repeats an event id is cut
-//! into rounds at the repeat, so that the repeat sees the first occurrence's result.
+//! Last, one head per entity moved (see `read`): a cache, written with a plain replace by `_id`
+//! after the entries, so a head write that is lost or lands late costs a longer read, never a
+//! wrong one.
 
 use std::collections::{HashMap, HashSet};
 
 use enrollstream_domain::ids::new_id;
-use enrollstream_ports::{ApplyOutcome, Change, StoreError};
-use mongodb::bson::{doc, Bson, Document};
+use enrollstream_domain::EntityKind;
+use enrollstream_ports::{ApplyOutcome, Change, EntityRecord, StoreError};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use mongodb::bson::Document;
+use mongodb::error::ErrorKind;
 
-use crate::codec::{date, entity_key, event_doc, int, to_bson, Fields, OutboxEntry};
+use crate::codec::{entity_key, Unwritable};
 use crate::db::{Db, Statement, ENTITIES};
-use crate::error::{classify, duplicate_positions, is_duplicate_key};
+use crate::entry::{entry_doc, head_doc};
+use crate::error::{classify, is_transient_code, DUPLICATE_KEY};
+use crate::read::{latest, logged, versions_from};
 
-pub(crate) async fn apply(db: &Db, changes: &[Change]) -> Result<Vec<ApplyOutcome>, StoreError> {
-    let mut outcomes = Vec::with_capacity(changes.len());
-    for round in rounds(changes) {
-        outcomes.extend(Round::new(db, round).run().await?);
-    }
-    Ok(outcomes)
+/// Documents per ordered insert (FerretDB's internal batch; MongoDB takes far more).
+const CHUNK: usize = 100;
+/// Chunks in flight at once.
+const PARALLEL_CHUNKS: usize = 4;
+
+/// What the decision of a change is, before and after the inserts.
+#[derive(Clone, Debug)]
+enum Plan {
+    Done(ApplyOutcome),
+    /// To insert.
+    Insert,
+    /// The same event as change `first` earlier in the batch: it shares that one's fate.
+    Repeat(usize),
+    /// Does not follow its entity: a Conflict with the entity's version, read once the batch's
+    /// inserts are done.
+    Conflict,
 }
 
-/// Cuts the batch where an event id repeats.
-fn rounds(changes: &[Change]) -> Vec<Vec<&Change>> {
-    let mut out = Vec::new();
-    let mut current: Vec<&Change> = Vec::new();
-    let mut seen = HashSet::new();
-    for change in changes {
-        if !seen.insert(change.event.event_id.as_str()) {
-            out.push(std::mem::take(&mut current));
-            seen = HashSet::from([change.event.event_id.as_str()]);
-        }
-        current.push(change);
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
+pub(crate) struct Applied {
+    pub(crate) outcomes: Vec<ApplyOutcome>,
+    /// Whether an applied change recorded outbox messages to publish.
+    pub(crate) new_outbox: bool,
 }
 
-/// A fenced write moving one entity through a run of chained changes.
-struct Chain {
-    key: String,
-    members: Vec<usize>,
-    receipt: String,
-}
-
-struct Round<'a> {
-    db: &'a Db,
-    changes: Vec<&'a Change>,
-    keys: Vec<String>,
-    outcomes: Vec<Option<ApplyOutcome>>,
-    /// Log entries this round inserted (or rewrote): removed again if their change is refused.
-    fresh: HashSet<usize>,
-    /// Message ids this round claimed, with the event claiming them.
-    claimed: HashMap<String, String>,
-    /// The outbox messages each change records: its own, less ids claimed by other events.
-    messages: Vec<Vec<OutboxEntry>>,
-    /// Entities that refused a change in this round: later changes of theirs were computed on a
-    /// state that does not exist, so they are refused without writing.
-    refused: HashSet<String>,
-}
-
-impl<'a> Round<'a> {
-    fn new(db: &'a Db, changes: Vec<&'a Change>) -> Self {
-        let keys = changes
-            .iter()
-            .map(|c| entity_key(c.event.entity_kind, &c.event.entity_id))
-            .collect();
-        let n = changes.len();
-        Self {
-            db,
-            changes,
-            keys,
-            outcomes: vec![None; n],
-            fresh: HashSet::new(),
-            claimed: HashMap::new(),
-            messages: Vec::new(),
-            refused: HashSet::new(),
-        }
+pub(crate) async fn apply(db: &Db, changes: &[Change]) -> Result<Applied, StoreError> {
+    if changes.is_empty() {
+        return Ok(Applied {
+            outcomes: Vec::new(),
+            new_outbox: false,
+        });
     }
-
-    async fn run(mut self) -> Result<Vec<ApplyOutcome>, StoreError> {
-        let docs = self
-            .changes
-            .iter()
-            .map(|c| event_doc(&c.event))
-            .collect::<Result<Vec<_>, _>>()?;
-        let claims = self.claims();
-        let (duplicates, owners) =
-            tokio::try_join!(claim_slots(self.db, docs), claim_messages(self.db, &claims))?;
-        let duplicates: HashSet<usize> = duplicates.into_iter().collect();
-        self.fresh = (0..self.changes.len())
-            .filter(|i| !duplicates.contains(i))
-            .collect();
-        self.claimed = claims
-            .into_iter()
-            .filter(|c| !owners.contains_key(&c.message_id))
-            .map(|c| (c.message_id, c.event_id))
-            .collect();
-        let mut owners = owners;
-        owners.extend(self.claimed.clone());
-        self.messages = self.outbox_entries(&owners);
-        if !duplicates.is_empty() {
-            self.explain_duplicates(&duplicates).await?;
-        }
-
-        let (chains, alone) = self.chains();
-        let statements = chains
-            .iter()
-            .map(|c| self.statement(&c.members, &c.receipt))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut retry = alone;
-        if !statements.is_empty() {
-            let result = self.db.update_batch(ENTITIES, &statements, false).await?;
-            if result.matched == statements.len() as u64 && result.duplicates.is_empty() {
-                for chain in &chains {
-                    self.settle(&chain.members, ApplyOutcome::Applied);
-                }
-            } else {
-                retry.extend(self.check_receipts(&chains).await?);
-            }
-        }
-        retry.sort_unstable();
-        for i in retry {
-            self.apply_alone(i).await?;
-        }
-        self.discard_refused().await?;
-        Ok(self
-            .outcomes
-            .into_iter()
-            .map(|o| o.expect("every change of a round is settled"))
-            .collect())
-    }
-
-    fn settle(&mut self, members: &[usize], outcome: ApplyOutcome) {
-        for &i in members {
-            self.outcomes[i] = Some(outcome.clone());
-        }
-    }
-
-    fn refuse(&mut self, i: usize, current_version: u64) {
-        self.refused.insert(self.keys[i].clone());
-        self.outcomes[i] = Some(ApplyOutcome::Conflict { current_version });
-    }
-
-    /// The message ids of the round, each claimed by the first change carrying it.
-    fn claims(&self) -> Vec<Claim> {
-        let mut seen = HashSet::new();
-        self.changes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, c)| c.outbox.iter().map(move |m| (i, c, m)))
-            .filter(|(_, _, m)| seen.insert(m.id.as_str()))
-            .map(|(i, c, m)| Claim {
-                message_id: m.id.clone(),
-                event_id: c.event.event_id.clone(),
-                entity: self.keys[i].clone(),
-            })
-            .collect()
-    }
-
-    /// The messages each change records: those whose id its event owns, once each.
-    fn outbox_entries(&self, owners: &HashMap<String, String>) -> Vec<Vec<OutboxEntry>> {
-        self.changes
-            .iter()
-            .map(|c| {
-                let seq = new_id();
-                let mut taken = HashSet::new();
-                c.outbox
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, m)| {
-                        owners
-                            .get(&m.id)
-                            .is_none_or(|owner| *owner == c.event.event_id)
-                            && taken.insert(m.id.as_str())
-                    })
-                    .map(|(position, m)| OutboxEntry {
-                        message: m.clone(),
-                        event_id: c.event.event_id.clone(),
-                        created_at: c.event.recorded_at,
-                        seq: seq.clone(),
-                        position: position as u64,
-                        published: c.replay,
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Step 1's duplicates: the event seen before (settled now if already applied), or its slot
-    /// held by another event (a Conflict).
-    async fn explain_duplicates(&mut self, duplicates: &HashSet<usize>) -> Result<(), StoreError> {
-        let ids: Vec<&str> = duplicates
-            .iter()
-            .map(|&i| self.changes[i].event.event_id.as_str())
-            .collect();
-        let logged = self
-            .db
-            .find_all(
-                &self.db.event_log,
-                doc! { "_id": { "$in": ids } },
-                Some(doc! { "entity_kind": 1, "entity_id": 1, "version": 1 }),
-            )
-            .await?;
-        let mut slots: HashMap<String, (String, u64)> = HashMap::new();
-        for d in &logged {
-            let f = Fields::new(d, "event_log entry");
-            let key = entity_key(f.kind("entity_kind")?, f.str("entity_id")?);
-            slots.insert(f.str("_id")?.to_string(), (key, f.u64("version")?));
-        }
-        let mut keys: Vec<String> = duplicates.iter().map(|&i| self.keys[i].clone()).collect();
-        keys.extend(slots.values().map(|(k, _)| k.clone()));
-        let versions = entity_versions(self.db, keys).await?;
-        let version_of = |key: &str| versions.get(key).copied().unwrap_or(0);
-
-        let mut order: Vec<usize> = duplicates.iter().copied().collect();
-        order.sort_unstable();
-        for i in order {
-            let change = self.changes[i];
-            let current = version_of(&self.keys[i]);
-            match slots.get(&change.event.event_id) {
-                // Seen with this very slot: applied, or interrupted before step 2.
-                Some((key, v)) if *key == self.keys[i] && *v == change.event.version => {
-                    if current >= *v {
-                        self.outcomes[i] = Some(ApplyOutcome::AlreadyApplied);
-                    }
-                }
-                // Seen at another slot: applied there, or an interrupted apply computed on
-                // another state, whose entry this change may take over.
-                Some((key, v)) => {
-                    if version_of(key) >= *v {
-                        self.outcomes[i] = Some(ApplyOutcome::AlreadyApplied);
-                    } else if self.rewrite_entry(change, *v).await? {
-                        self.fresh.insert(i);
-                    } else {
-                        self.refuse(i, current);
-                    }
-                }
-                // The slot is another event's.
-                None => self.refuse(i, current),
-            }
-        }
-        Ok(())
-    }
-
-    /// Replaces an unapplied log entry of this event (fenced on the version it holds).
-    async fn rewrite_entry(&self, change: &Change, held: u64) -> Result<bool, StoreError> {
-        let replacement = event_doc(&change.event)?;
-        match self
-            .db
-            .event_log
-            .replace_one(
-                doc! { "_id": &change.event.event_id, "version": int(held)? },
-                replacement,
-            )
-            .await
-        {
-            Ok(r) => Ok(r.matched_count == 1),
-            Err(e) if is_duplicate_key(&e) => Ok(false),
-            Err(e) => Err(classify(e)),
-        }
-    }
-
-    /// Groups the unsettled changes into one chain per entity; the changes that do not extend
-    /// their entity's chain are applied alone afterwards, in order.
-    fn chains(&self) -> (Vec<Chain>, Vec<usize>) {
-        let mut chains: Vec<Chain> = Vec::new();
-        let mut open: HashMap<&str, usize> = HashMap::new();
-        let mut closed: HashSet<&str> = HashSet::new();
-        let mut alone = Vec::new();
-        for (i, key) in self.keys.iter().enumerate() {
-            let key = key.as_str();
-            if self.outcomes[i].is_some() || self.refused.contains(key) {
-                if open.remove(key).is_some() {
-                    closed.insert(key);
-                }
-                if self.outcomes[i].is_none() {
-                    alone.push(i);
-                }
-                continue;
-            }
-            if closed.contains(key) {
-                alone.push(i);
-                continue;
-            }
-            match open.get(key) {
-                Some(&c) => {
-                    let last = *chains[c].members.last().expect("a chain has members");
-                    if self.changes[last].event.version == self.changes[i].expected_version {
-                        chains[c].members.push(i);
-                    } else {
-                        open.remove(key);
-                        closed.insert(key);
-                        alone.push(i);
-                    }
-                }
-                None => {
-                    open.insert(key, chains.len());
-                    chains.push(Chain {
-                        key: key.to_string(),
-                        members: vec![i],
-                        receipt: new_id(),
-                    });
-                }
-            }
-        }
-        (chains, alone)
-    }
-
-    /// The fenced single-document write moving an entity through `members` (chained changes of
-    /// one entity, oldest first).
-    fn statement(&self, members: &[usize], receipt: &str) -> Result<Statement, StoreError> {
-        let first = self.changes[members[0]];
-        let last = self.changes[*members.last().expect("a chain has members")];
-        let e = &last.event;
-        let upsert = first.expected_version == 0;
-        let mut set = doc! {
-            "kind": e.entity_kind.as_str(),
-            "entity_id": &e.entity_id,
-            "version": int(e.version)?,
-            "status": &last.status,
-            "state": to_bson(&last.state)?,
-            "last_event_id": &e.event_id,
-            "updated_at": date(e.recorded_at),
-            "receipt": receipt,
-        };
-        let entries: Vec<&OutboxEntry> = members.iter().flat_map(|&i| &self.messages[i]).collect();
-        let mut update = Document::new();
-        match entries
-            .iter()
-            .filter(|m| !m.published)
-            .map(|m| m.seq.as_str())
-            .min()
-        {
-            Some(oldest) => {
-                set.insert("outbox_pending", true);
-                update.insert("$min", doc! { "outbox_oldest": oldest });
-            }
-            None if upsert => {
-                set.insert("outbox_pending", false);
-            }
-            None => {}
-        }
-        if !entries.is_empty() {
-            let docs = entries
-                .iter()
-                .map(|m| m.to_doc().map(Bson::Document))
-                .collect::<Result<Vec<_>, _>>()?;
-            // $addToSet, not $push: nx-27017 stores $push-ed documents as JSON strings. With
-            // distinct message ids the two are the same on MongoDB.
-            update.insert("$addToSet", doc! { "outbox": { "$each": docs } });
-        } else if upsert {
-            set.insert("outbox", Bson::Array(Vec::new()));
-        }
-        update.insert("$set", set);
-        Ok(Statement {
-            filter: doc! { "_id": &self.keys[members[0]], "version": int(first.expected_version)? },
-            update,
-            upsert,
-        })
-    }
-
-    /// After a batch fell short: chains whose receipt is on their entity took effect; the others'
-    /// changes are returned to be applied one by one.
-    async fn check_receipts(&mut self, chains: &[Chain]) -> Result<Vec<usize>, StoreError> {
-        let keys: Vec<&str> = chains.iter().map(|c| c.key.as_str()).collect();
-        let docs = self
-            .db
-            .find_all(
-                &self.db.entities,
-                doc! { "_id": { "$in": keys } },
-                Some(doc! { "receipt": 1 }),
-            )
-            .await?;
-        let receipts: HashSet<&str> = docs
-            .iter()
-            .filter_map(|d| d.get_str("receipt").ok())
-            .collect();
-        let mut retry = Vec::new();
-        for chain in chains {
-            if receipts.contains(chain.receipt.as_str()) {
-                self.settle(&chain.members, ApplyOutcome::Applied);
-            } else {
-                retry.extend(chain.members.iter().copied());
-            }
-        }
-        Ok(retry)
-    }
-
-    /// Steps 2 and 3 for one change on its own.
-    async fn apply_alone(&mut self, i: usize) -> Result<(), StoreError> {
-        let change = self.changes[i];
-        if self.refused.contains(&self.keys[i]) {
-            let current = entity_version(self.db, &self.keys[i]).await?;
-            self.refuse(i, current);
-            return Ok(());
-        }
-        let s = self.statement(&[i], &new_id())?;
-        let took = match self
-            .db
-            .entities
-            .update_one(s.filter, s.update)
-            .upsert(s.upsert)
-            .await
-        {
-            Ok(r) => r.matched_count > 0 || r.upserted_id.is_some(),
-            Err(e) if is_duplicate_key(&e) => false,
-            Err(e) => return Err(classify(e)),
-        };
-        if took {
-            self.outcomes[i] = Some(ApplyOutcome::Applied);
-            return Ok(());
-        }
-        let current = entity_version(self.db, &self.keys[i]).await?;
-        if current >= change.event.version {
-            self.outcomes[i] = Some(ApplyOutcome::AlreadyApplied);
-        } else {
-            self.refuse(i, current);
-        }
-        Ok(())
-    }
-
-    /// Removes the log entries and message claims this round wrote for changes it refused.
-    async fn discard_refused(&self) -> Result<(), StoreError> {
-        let refused: HashSet<&str> = self
-            .changes
-            .iter()
-            .zip(&self.outcomes)
-            .filter(|(_, o)| matches!(o, Some(ApplyOutcome::Conflict { .. })))
-            .map(|(c, _)| c.event.event_id.as_str())
-            .collect();
-        if refused.is_empty() {
-            return Ok(());
-        }
-        let entries: Vec<&str> = self
-            .fresh
-            .iter()
-            .map(|&i| self.changes[i].event.event_id.as_str())
-            .filter(|id| refused.contains(id))
-            .collect();
-        let claims: Vec<&str> = self
-            .claimed
-            .iter()
-            .filter(|(_, owner)| refused.contains(owner.as_str()))
-            .map(|(id, _)| id.as_str())
-            .collect();
-        if !entries.is_empty() {
-            self.db
-                .event_log
-                .delete_many(doc! { "_id": { "$in": entries } })
-                .await
-                .map_err(classify)?;
-        }
-        if !claims.is_empty() {
-            self.db
-                .outbox_index
-                .delete_many(doc! { "_id": { "$in": claims } })
-                .await
-                .map_err(classify)?;
-        }
-        Ok(())
-    }
-}
-
-/// Step 1 for a whole batch; the positions whose insert hit a unique index.
-async fn claim_slots(db: &Db, docs: Vec<Document>) -> Result<Vec<usize>, StoreError> {
-    match db.event_log.insert_many(docs).ordered(false).await {
-        Ok(_) => Ok(Vec::new()),
-        Err(e) => duplicate_positions(e),
-    }
-}
-
-/// A message id claimed by an event (a document of `outbox_index`).
-struct Claim {
-    message_id: String,
-    event_id: String,
-    entity: String,
-}
-
-/// Claims the message ids; answers the owners of those claimed before (by whichever event).
-async fn claim_messages(db: &Db, claims: &[Claim]) -> Result<HashMap<String, String>, StoreError> {
-    if claims.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let docs: Vec<Document> = claims
+    let keys: Vec<String> = changes
         .iter()
-        .map(|c| doc! { "_id": &c.message_id, "event_id": &c.event_id, "entity": &c.entity })
+        .map(|c| entity_key(c.event.entity_kind, &c.event.entity_id))
         .collect();
-    let taken = match db.outbox_index.insert_many(docs).ordered(false).await {
-        Ok(_) => return Ok(HashMap::new()),
-        Err(e) => duplicate_positions(e)?,
-    };
-    let ids: Vec<&str> = taken
+    // Time-ordered, taken in batch order: the relay reads outboxes back in this order.
+    let entries = changes
         .iter()
-        .map(|&i| claims[i].message_id.as_str())
+        .map(|c| entry_doc(c, &new_id()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut plans = decide(db, changes, &keys, &entries).await?;
+
+    let planned: Vec<usize> = (0..changes.len())
+        .filter(|&i| matches!(plans[i], Plan::Insert))
         .collect();
-    let found = db
-        .find_all(&db.outbox_index, doc! { "_id": { "$in": ids } }, None)
+    let documents: HashMap<usize, Document> = entries
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(plans[*i], Plan::Insert))
+        .filter_map(|(i, entry)| entry.ok().map(|d| (i, d)))
+        .collect();
+    let results: Vec<Vec<(usize, Plan)>> = stream::iter(lanes(&planned, &keys))
+        .map(|lane| insert_lane(db, lane, &keys, &documents))
+        .buffer_unordered(PARALLEL_CHUNKS)
+        .try_collect()
         .await?;
-    found
+    for (i, plan) in results.into_iter().flatten() {
+        plans[i] = plan;
+    }
+    let outcomes = settle(db, changes, &keys, plans).await?;
+
+    write_heads(db, changes, &keys, &outcomes).await;
+    let new_outbox = changes
         .iter()
-        .map(|d| {
-            let f = Fields::new(d, "outbox_index entry");
-            Ok((f.str("_id")?.to_string(), f.str("event_id")?.to_string()))
-        })
-        .collect()
+        .zip(&outcomes)
+        .any(|(c, o)| *o == ApplyOutcome::Applied && !c.replay && !c.outbox.is_empty());
+    Ok(Applied {
+        outcomes,
+        new_outbox,
+    })
 }
 
-/// The versions of the entities with these keys (absent ones are at version 0).
-pub(crate) async fn entity_versions(
+/// Decides every change in order against the versions stored (see the module documentation).
+/// An event logged already does not follow its entity's version, or its insert meets its
+/// `_id`: either way `settle` finds it logged and answers AlreadyApplied.
+async fn decide(
     db: &Db,
-    keys: impl IntoIterator<Item = String>,
-) -> Result<HashMap<String, u64>, StoreError> {
-    let keys: Vec<String> = keys
-        .into_iter()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    if keys.is_empty() {
-        return Ok(HashMap::new());
+    changes: &[Change],
+    keys: &[String],
+    entries: &[Result<Document, Unwritable>],
+) -> Result<Vec<Plan>, StoreError> {
+    let mut firsts: HashMap<&str, &Change> = HashMap::new();
+    for (c, key) in changes.iter().zip(keys) {
+        firsts.entry(key.as_str()).or_insert(c);
     }
-    let docs = db
-        .find_all(
-            &db.entities,
-            doc! { "_id": { "$in": keys } },
-            Some(doc! { "version": 1 }),
-        )
-        .await?;
-    docs.iter()
-        .map(|d| {
-            let f = Fields::new(d, "entity");
-            Ok((f.str("_id")?.to_string(), f.u64("version")?))
+    let wanted: Vec<(EntityKind, &str, u64)> = firsts
+        .values()
+        .map(|c| {
+            let e = &c.event;
+            (
+                e.entity_kind,
+                e.entity_id.as_str(),
+                c.expected_version.max(1),
+            )
         })
-        .collect()
+        .collect();
+    let found = versions_from(db, &wanted).await?;
+
+    // An entity with no entry at or above its first change's expected version is below it
+    // (a Conflict, whose exact version `settle` reads), unless nothing was expected.
+    let mut current: HashMap<&str, Option<u64>> = firsts
+        .iter()
+        .map(|(key, c)| {
+            let v = found.get(*key).copied();
+            (*key, v.or((c.expected_version == 0).then_some(0)))
+        })
+        .collect();
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let mut plans = Vec::with_capacity(changes.len());
+    for (i, c) in changes.iter().enumerate() {
+        let id = c.event.event_id.as_str();
+        let key = keys[i].as_str();
+        let plan = if let Some(&first) = first_of.get(id) {
+            Plan::Repeat(first)
+        } else if current.get(key).copied().flatten() != Some(c.expected_version)
+            || c.event.version != c.expected_version + 1
+        {
+            Plan::Conflict
+        } else if let Err(Unwritable(reason)) = &entries[i] {
+            Plan::Done(ApplyOutcome::Refused {
+                reason: reason.clone(),
+            })
+        } else {
+            current.insert(key, Some(c.event.version));
+            first_of.insert(id, i);
+            Plan::Insert
+        };
+        plans.push(plan);
+    }
+    Ok(plans)
 }
 
-pub(crate) async fn entity_version(db: &Db, key: &str) -> Result<u64, StoreError> {
-    Ok(entity_versions(db, [key.to_string()])
-        .await?
-        .get(key)
-        .copied()
-        .unwrap_or(0))
+/// Groups the planned changes into lanes, each a sequence of ordered inserts of at most
+/// `CHUNK` entries: short chains share a lane, a long chain has lanes of its own in sequence.
+/// Lanes are independent: no chain spans two of them.
+fn lanes(planned: &[usize], keys: &[String]) -> Vec<Vec<Vec<usize>>> {
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut chain_of: HashMap<&str, usize> = HashMap::new();
+    for &i in planned {
+        let c = *chain_of.entry(keys[i].as_str()).or_insert_with(|| {
+            chains.push(Vec::new());
+            chains.len() - 1
+        });
+        chains[c].push(i);
+    }
+    let mut lanes: Vec<Vec<Vec<usize>>> = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
+    for chain in chains {
+        if chain.len() > CHUNK {
+            lanes.push(chain.chunks(CHUNK).map(<[usize]>::to_vec).collect());
+            continue;
+        }
+        if open.len() + chain.len() > CHUNK {
+            lanes.push(vec![std::mem::take(&mut open)]);
+        }
+        open.extend(chain);
+    }
+    if !open.is_empty() {
+        lanes.push(vec![open]);
+    }
+    for lane in &mut lanes {
+        for chunk in lane.iter_mut() {
+            chunk.sort_unstable();
+        }
+    }
+    lanes
+}
+
+/// Inserts one lane; the plan each of its changes ends with.
+async fn insert_lane(
+    db: &Db,
+    lane: Vec<Vec<usize>>,
+    keys: &[String],
+    documents: &HashMap<usize, Document>,
+) -> Result<Vec<(usize, Plan)>, StoreError> {
+    let mut settled = Vec::new();
+    let mut broken: HashSet<&str> = HashSet::new();
+    for chunk in lane {
+        let mut queue: Vec<usize> = chunk;
+        while !queue.is_empty() {
+            queue.retain(|&i| {
+                let dropped = broken.contains(keys[i].as_str());
+                if dropped {
+                    settled.push((i, Plan::Conflict));
+                }
+                !dropped
+            });
+            if queue.is_empty() {
+                break;
+            }
+            let docs: Vec<&Document> = queue.iter().map(|i| &documents[i]).collect();
+            let insert = db.event_log.insert_many(docs).ordered(true);
+            let refused = db
+                .within(async {
+                    match insert.await {
+                        Ok(_) => Ok(None),
+                        Err(e) => first_refusal(e).map(Some),
+                    }
+                })
+                .await?;
+            let Some((p, refusal)) = refused else {
+                settled.extend(
+                    queue
+                        .drain(..)
+                        .map(|i| (i, Plan::Done(ApplyOutcome::Applied))),
+                );
+                break;
+            };
+            settled.extend(
+                queue[..p]
+                    .iter()
+                    .map(|&i| (i, Plan::Done(ApplyOutcome::Applied))),
+            );
+            let failed = queue[p];
+            // Whatever refused it, the rest of its chain was computed on top of it.
+            broken.insert(keys[failed].as_str());
+            settled.push((
+                failed,
+                match refusal {
+                    // Another writer took the event or the version: `settle` tells which.
+                    Refusal::Duplicate => Plan::Conflict,
+                    Refusal::Refused(reason) => Plan::Done(ApplyOutcome::Refused { reason }),
+                },
+            ));
+            queue.drain(..=p);
+        }
+    }
+    Ok(settled)
+}
+
+enum Refusal {
+    Duplicate,
+    Refused(String),
+}
+
+/// The position and kind of the entry an ordered insert stopped at, or the error when the
+/// insert failed as a whole (unreachable server, write concern).
+fn first_refusal(error: mongodb::error::Error) -> Result<(usize, Refusal), StoreError> {
+    if let ErrorKind::InsertMany(e) = error.kind.as_ref() {
+        if e.write_concern_error.is_none() {
+            if let Some(w) = e
+                .write_errors
+                .as_deref()
+                .and_then(|w| w.iter().min_by_key(|w| w.index))
+            {
+                return match w.code {
+                    DUPLICATE_KEY => Ok((w.index, Refusal::Duplicate)),
+                    code if is_transient_code(code) => Err(classify(error)),
+                    code => Ok((
+                        w.index,
+                        Refusal::Refused(format!(
+                            "MongoDB refused the entry ({code}): {}",
+                            w.message
+                        )),
+                    )),
+                };
+            }
+        }
+    }
+    Err(classify(error))
+}
+
+/// Turns the plans into outcomes: an insert that lost to another writer is AlreadyApplied if
+/// the event is logged now, and every Conflict gets its entity's version as it is now.
+async fn settle(
+    db: &Db,
+    changes: &[Change],
+    keys: &[String],
+    plans: Vec<Plan>,
+) -> Result<Vec<ApplyOutcome>, StoreError> {
+    let conflicted: Vec<usize> = (0..plans.len())
+        .filter(|&i| matches!(plans[i], Plan::Conflict))
+        .collect();
+    let (now_logged, versions) = if conflicted.is_empty() {
+        (HashSet::new(), HashMap::new())
+    } else {
+        let ids: Vec<String> = conflicted
+            .iter()
+            .map(|&i| changes[i].event.event_id.clone())
+            .collect();
+        let entities: Vec<(EntityKind, String)> = conflicted
+            .iter()
+            .map(|&i| {
+                (
+                    changes[i].event.entity_kind,
+                    changes[i].event.entity_id.clone(),
+                )
+            })
+            .collect();
+        let (l, found) = tokio::try_join!(logged(db, &ids), latest(db, &entities))?;
+        let versions: HashMap<String, u64> =
+            found.into_iter().map(|(k, r)| (k, r.version)).collect();
+        (l, versions)
+    };
+    let mut outcomes: Vec<Option<ApplyOutcome>> = vec![None; plans.len()];
+    for (i, plan) in plans.iter().enumerate() {
+        outcomes[i] = match plan {
+            Plan::Done(o) => Some(o.clone()),
+            Plan::Conflict if now_logged.contains(&changes[i].event.event_id) => {
+                Some(ApplyOutcome::AlreadyApplied)
+            }
+            Plan::Conflict => Some(ApplyOutcome::Conflict {
+                current_version: versions.get(&keys[i]).copied().unwrap_or(0),
+            }),
+            Plan::Insert => unreachable!("every planned insert is settled by its lane"),
+            Plan::Repeat(_) => None,
+        };
+    }
+    for (i, plan) in plans.iter().enumerate() {
+        if let Plan::Repeat(first) = plan {
+            outcomes[i] = Some(
+                match outcomes[*first]
+                    .clone()
+                    .expect("a first occurrence comes first")
+                {
+                    ApplyOutcome::Applied => ApplyOutcome::AlreadyApplied,
+                    other => other,
+                },
+            );
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every change is settled"))
+        .collect())
+}
+
+/// Writes the head of every entity this batch moved, to its last applied change. A head that
+/// cannot be written is logged, not returned: the entries are durable and reads complete a
+/// lagging head from them.
+async fn write_heads(db: &Db, changes: &[Change], keys: &[String], outcomes: &[ApplyOutcome]) {
+    let mut last: HashMap<&str, &Change> = HashMap::new();
+    for ((c, key), o) in changes.iter().zip(keys).zip(outcomes) {
+        if *o == ApplyOutcome::Applied {
+            last.insert(key.as_str(), c);
+        }
+    }
+    let mut statements = Vec::with_capacity(last.len());
+    for (key, c) in last {
+        let record = EntityRecord {
+            kind: c.event.entity_kind,
+            id: c.event.entity_id.clone(),
+            version: c.event.version,
+            status: c.status.clone(),
+            state: c.state.clone(),
+            last_event_id: c.event.event_id.clone(),
+            updated_at: c.event.recorded_at,
+        };
+        match head_doc(&record) {
+            Ok(head) => statements.push(Statement {
+                filter: mongodb::bson::doc! { "_id": key },
+                update: head,
+                upsert: true,
+            }),
+            Err(Unwritable(reason)) => tracing::warn!(%key, %reason, "entity head not written"),
+        }
+    }
+    if let Err(e) = db.update_batch(ENTITIES, &statements).await {
+        tracing::warn!(error = %e, "entity heads not written; reads complete them from the event log");
+    }
 }

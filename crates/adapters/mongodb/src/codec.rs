@@ -1,22 +1,26 @@
-//! The documents this adapter keeps, and their translation to and from the port's types.
+//! Typed reads of stored documents, and the limits every document written must respect.
 //!
-//! Ids are strings, integers are Int64 on the way in and read back tolerantly (some servers hand
-//! small Int64 back as Int32), times are BSON dates (millisecond precision), JSON values become
-//! plain BSON documents so operators can query them. No ObjectId, Decimal128 or Binary anywhere.
+//! Ids are strings, integers Int64 (read back as Int32 too: servers may narrow small ones),
+//! times BSON dates (millisecond precision), JSON values plain BSON documents so operators can
+//! query them. No ObjectId, Decimal128 or Binary anywhere. The documents themselves are in
+//! `entry` (the event log and entity heads) and `reminders::record`.
 
 use chrono::{DateTime, Utc};
-use enrollstream_domain::notification::OutboxMessage;
-use enrollstream_domain::{CloudEvent, EntityKind};
-use enrollstream_ports::{
-    EntityRecord, IdempotencyRecord, StoreError, StoredEvent, StoredOutboxMessage,
-};
-use mongodb::bson::{self, doc, Bson, DateTime as BsonDate, Document};
+use enrollstream_domain::EntityKind;
+use enrollstream_ports::StoreError;
+use mongodb::bson::{self, Bson, DateTime as BsonDate, Document};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::corrupt;
 
-/// `_id` of an entity document: one collection holds both kinds.
+/// MongoDB's limit on one document: 16 MiB of BSON.
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+/// MongoDB keeps documents nested at most 100 levels deep (each document or array is one,
+/// counting the stored document itself).
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// `_id` of an entity head: one collection holds both kinds.
 pub(crate) fn entity_key(kind: EntityKind, id: &str) -> String {
     format!("{}:{id}", kind.as_str())
 }
@@ -29,8 +33,54 @@ pub(crate) fn int(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Fatal(format!("{n} does not fit a BSON Int64")))
 }
 
-pub(crate) fn to_bson(value: &impl Serialize) -> Result<Bson, StoreError> {
-    bson::to_bson(value).map_err(|e| StoreError::Fatal(format!("cannot encode as BSON: {e}")))
+/// Why a value cannot be stored: the change carrying it is refused, not retried.
+#[derive(Debug)]
+pub(crate) struct Unwritable(pub(crate) String);
+
+/// A JSON value (or anything serde can write) as BSON; a number beyond Int64 is unwritable.
+pub(crate) fn to_bson(value: &impl Serialize) -> Result<Bson, Unwritable> {
+    bson::to_bson(value).map_err(|e| Unwritable(format!("not representable in BSON: {e}")))
+}
+
+/// Checks what the server would refuse, so that one change is refused on its own instead of
+/// failing its whole batch with an error nobody can retry away.
+pub(crate) fn writable(doc: &Document) -> Result<(), Unwritable> {
+    let depth = depth(doc);
+    if depth > MAX_DEPTH {
+        return Err(Unwritable(format!(
+            "nested {depth} levels deep; MongoDB keeps at most {MAX_DEPTH}"
+        )));
+    }
+    let bytes = bson::to_vec(doc)
+        .map_err(|e| Unwritable(format!("cannot encode as BSON: {e}")))?
+        .len();
+    if bytes > MAX_DOCUMENT_BYTES {
+        return Err(Unwritable(format!(
+            "{bytes} bytes of BSON; MongoDB keeps at most {MAX_DOCUMENT_BYTES} per document"
+        )));
+    }
+    Ok(())
+}
+
+/// Levels of documents and arrays, the outermost included. Iterative: a hostile value must
+/// not exhaust the stack.
+fn depth(doc: &Document) -> usize {
+    let mut deepest = 1;
+    let mut stack: Vec<(&Bson, usize)> = doc.values().map(|v| (v, 1)).collect();
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Bson::Document(d) => {
+                deepest = deepest.max(level + 1);
+                stack.extend(d.values().map(|v| (v, level + 1)));
+            }
+            Bson::Array(a) => {
+                deepest = deepest.max(level + 1);
+                stack.extend(a.iter().map(|v| (v, level + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Typed reads of one stored document, naming the document and field when it is not as written.
@@ -86,26 +136,25 @@ impl<'a> Fields<'a> {
         u64::try_from(n).map_err(|_| self.bad(field, format!("negative: {n}")))
     }
 
-    /// Also 0 and 1: nx-27017 turns booleans written by `$set` into integers.
     pub(crate) fn bool(&self, field: &str) -> Result<bool, StoreError> {
         match self.get(field)? {
             Bson::Boolean(b) => Ok(*b),
-            Bson::Int32(n @ (0 | 1)) => Ok(*n == 1),
-            Bson::Int64(n @ (0 | 1)) => Ok(*n == 1),
             other => Err(self.bad(field, format!("not a boolean: {other}"))),
         }
     }
 
-    /// Also "YYYY-MM-DD HH:MM:SS.ffffff" (UTC): nx-27017 turns dates written by `$set` into
-    /// such strings.
     pub(crate) fn date(&self, field: &str) -> Result<DateTime<Utc>, StoreError> {
         match self.get(field)? {
             Bson::DateTime(d) => DateTime::from_timestamp_millis(d.timestamp_millis())
                 .ok_or_else(|| self.bad(field, "date out of range")),
-            Bson::String(s) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
-                .map(|t| t.and_utc())
-                .map_err(|e| self.bad(field, format!("not a date: {s:?}: {e}"))),
             other => Err(self.bad(field, format!("not a date: {other}"))),
+        }
+    }
+
+    pub(crate) fn opt_date(&self, field: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.doc.get(field) {
+            None | Some(Bson::Null) => Ok(None),
+            Some(_) => self.date(field).map(Some),
         }
     }
 
@@ -125,158 +174,47 @@ impl<'a> Fields<'a> {
         serde_json::from_value(value).map_err(|e| self.bad(field, e))
     }
 
-    pub(crate) fn array(&self, field: &str) -> Result<&'a [Bson], StoreError> {
+    pub(crate) fn doc(&self, field: &str) -> Result<Option<&'a Document>, StoreError> {
         match self.doc.get(field) {
-            None => Ok(&[]),
-            Some(Bson::Array(a)) => Ok(a),
+            None | Some(Bson::Null) => Ok(None),
+            Some(Bson::Document(d)) => Ok(Some(d)),
+            Some(other) => Err(self.bad(field, format!("not a document: {other}"))),
+        }
+    }
+
+    /// The strings of an array field (absent: none).
+    pub(crate) fn strings(&self, field: &str) -> Result<Vec<&'a str>, StoreError> {
+        match self.doc.get(field) {
+            None | Some(Bson::Null) => Ok(Vec::new()),
+            Some(Bson::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| self.bad(field, "not strings")))
+                .collect(),
             Some(other) => Err(self.bad(field, format!("not an array: {other}"))),
         }
     }
 }
 
-// ---- event_log -----------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::doc;
 
-pub(crate) fn event_doc(e: &StoredEvent) -> Result<Document, StoreError> {
-    Ok(doc! {
-        "_id": &e.event_id,
-        "entity_kind": e.entity_kind.as_str(),
-        "entity_id": &e.entity_id,
-        "version": int(e.version)?,
-        "event_type": &e.event_type,
-        "occurred_at": date(e.occurred_at),
-        "envelope": to_bson(&e.envelope)?,
-        "source": e.source.clone(),
-        "recorded_at": date(e.recorded_at),
-    })
-}
-
-pub(crate) fn event_from(doc: &Document) -> Result<StoredEvent, StoreError> {
-    let f = Fields::new(doc, "event_log entry");
-    Ok(StoredEvent {
-        event_id: f.str("_id")?.to_string(),
-        entity_kind: f.kind("entity_kind")?,
-        entity_id: f.str("entity_id")?.to_string(),
-        version: f.u64("version")?,
-        event_type: f.str("event_type")?.to_string(),
-        occurred_at: f.date("occurred_at")?,
-        envelope: f.json::<CloudEvent>("envelope")?,
-        source: f.opt_str("source")?,
-        recorded_at: f.date("recorded_at")?,
-    })
-}
-
-// ---- entities ------------------------------------------------------------------------------
-
-pub(crate) fn entity_from(doc: &Document) -> Result<EntityRecord, StoreError> {
-    let f = Fields::new(doc, "entity");
-    Ok(EntityRecord {
-        kind: f.kind("kind")?,
-        id: f.str("entity_id")?.to_string(),
-        version: f.u64("version")?,
-        status: f.str("status")?.to_string(),
-        state: f.json("state")?,
-        last_event_id: f.str("last_event_id")?.to_string(),
-        updated_at: f.date("updated_at")?,
-    })
-}
-
-/// One element of an entity's embedded outbox.
-#[derive(Clone, Debug)]
-pub(crate) struct OutboxEntry {
-    /// Kept as a CloudEvent (readable in the document); encoded for the bus when read.
-    pub(crate) message: OutboxMessage,
-    pub(crate) event_id: String,
-    pub(crate) created_at: DateTime<Utc>,
-    /// When the store recorded it: a time-ordered id (UUIDv7) taken at the write, so that the
-    /// outbox reads back in the order changes were applied, whatever their `recorded_at`. The
-    /// position in its change orders messages of one change.
-    pub(crate) seq: String,
-    pub(crate) position: u64,
-    pub(crate) published: bool,
-}
-
-impl OutboxEntry {
-    pub(crate) fn to_doc(&self) -> Result<Document, StoreError> {
-        let m = &self.message;
-        Ok(doc! {
-            "id": &m.id,
-            "topic": &m.topic,
-            "key": &m.key,
-            "event": to_bson(&m.event)?,
-            "event_id": &self.event_id,
-            "created_at": date(self.created_at),
-            "seq": &self.seq,
-            "position": int(self.position)?,
-            "published": self.published,
-        })
+    #[test]
+    fn depth_counts_documents_and_arrays_from_the_outermost() {
+        assert_eq!(depth(&doc! { "a": 1 }), 1);
+        assert_eq!(depth(&doc! { "a": { "b": [1, { "c": 2 }] } }), 4);
+        let mut deep = Bson::from("x");
+        for _ in 0..MAX_DEPTH {
+            deep = Bson::Document(doc! { "n": deep });
+        }
+        assert!(writable(&doc! { "v": deep.clone() }).is_err());
+        assert!(writable(&deep.as_document().unwrap().clone()).is_ok());
     }
 
-    pub(crate) fn from_bson(value: &Bson) -> Result<Self, StoreError> {
-        let doc = value
-            .as_document()
-            .ok_or_else(|| corrupt("outbox message", format!("not a document: {value}")))?;
-        let f = Fields::new(doc, "outbox message");
-        Ok(Self {
-            message: OutboxMessage {
-                id: f.str("id")?.to_string(),
-                topic: f.str("topic")?.to_string(),
-                key: f.str("key")?.to_string(),
-                event: f.json("event")?,
-            },
-            event_id: f.str("event_id")?.to_string(),
-            created_at: f.date("created_at")?,
-            seq: f.str("seq")?.to_string(),
-            position: f.u64("position")?,
-            published: f.bool("published")?,
-        })
+    #[test]
+    fn numbers_beyond_int64_are_unwritable() {
+        assert!(to_bson(&serde_json::json!(u64::MAX)).is_err());
+        assert!(to_bson(&serde_json::json!(i64::MAX)).is_ok());
     }
-
-    pub(crate) fn to_stored(&self) -> StoredOutboxMessage {
-        StoredOutboxMessage::encode(&self.message, &self.event_id, self.created_at)
-    }
-
-    /// Oldest first, as recorded.
-    pub(crate) fn order_key(&self) -> (&str, u64) {
-        (&self.seq, self.position)
-    }
-}
-
-pub(crate) fn outbox_of(doc: &Document) -> Result<Vec<OutboxEntry>, StoreError> {
-    Fields::new(doc, "entity")
-        .array("outbox")?
-        .iter()
-        .map(OutboxEntry::from_bson)
-        .collect()
-}
-
-// ---- idempotency ---------------------------------------------------------------------------
-
-pub(crate) fn idempotency_doc(r: &IdempotencyRecord) -> Result<Document, StoreError> {
-    Ok(doc! {
-        "_id": &r.key,
-        "fingerprint": &r.fingerprint,
-        "topic": &r.topic,
-        "event": to_bson(&r.event)?,
-        "status": i32::from(r.status),
-        "response": to_bson(&r.response)?,
-        "published": r.published,
-        // The TTL index expires records a day after this date.
-        "created_at": date(r.created_at),
-    })
-}
-
-pub(crate) fn idempotency_from(doc: &Document) -> Result<IdempotencyRecord, StoreError> {
-    let f = Fields::new(doc, "idempotency record");
-    let status = f.i64("status")?;
-    Ok(IdempotencyRecord {
-        key: f.str("_id")?.to_string(),
-        fingerprint: f.str("fingerprint")?.to_string(),
-        topic: f.str("topic")?.to_string(),
-        event: f.json("event")?,
-        status: u16::try_from(status)
-            .map_err(|_| corrupt("idempotency record", format!("status {status}")))?,
-        response: f.json("response")?,
-        published: f.bool("published")?,
-        created_at: f.date("created_at")?,
-    })
 }

@@ -1,35 +1,44 @@
-//! The database handle: the three collections, their indexes, and the raw `update` command
-//! that sends many single-document writes in one round trip.
+//! The database handle: the collections, their indexes, and the raw `update` command that sends
+//! many single-document writes in one round trip.
 
 use std::time::Duration;
 
 use enrollstream_ports::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::error::ErrorKind;
 use mongodb::options::{
     Acknowledgment, CollectionOptions, IndexOptions, ReadConcern, WriteConcern,
 };
 use mongodb::{Collection, Database, IndexModel};
 
 use crate::codec::Fields;
+use crate::entry::{OUTBOX_IDS, OUTBOX_SEQ};
 use crate::error::{classify, is_transient_code, DUPLICATE_KEY};
 
 pub(crate) const EVENT_LOG: &str = "event_log";
 pub(crate) const ENTITIES: &str = "entities";
 pub(crate) const IDEMPOTENCY: &str = "idempotency";
-pub(crate) const OUTBOX_INDEX: &str = "outbox_index";
 
 /// A raw `update` command stays well under the 16 MiB command limit.
 const COMMAND_BYTES: usize = 8 * 1024 * 1024;
+/// Statements per raw `update` command. MongoDB takes 100,000; FerretDB 1.24 keeps a cursor
+/// (and one of its 100 SQLite connections) per statement until the command ends, so a command
+/// of 100 statements or more waits forever (docs/testbed.md).
+const COMMAND_STATEMENTS: usize = 64;
+/// Documents asked for per reply of a read; the server caps a reply at 16 MiB.
+pub(crate) const FIND_BATCH: u32 = 100_000;
+/// MongoDB's code for an operation the server does not implement (FerretDB's TTL indexes).
+const NOT_IMPLEMENTED: i32 = 238;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Db {
     pub(crate) database: Database,
+    /// Bound of one round trip (see [`Db::within`]).
+    timeout: Duration,
     pub(crate) event_log: Collection<Document>,
     pub(crate) entities: Collection<Document>,
     pub(crate) idempotency: Collection<Document>,
-    /// `_id` = outbox message id, with the event that recorded it and its entity.
-    pub(crate) outbox_index: Collection<Document>,
 }
 
 /// One single-document write of a raw `update` command.
@@ -38,14 +47,6 @@ pub(crate) struct Statement {
     pub(crate) filter: Document,
     pub(crate) update: Document,
     pub(crate) upsert: bool,
-}
-
-/// What a raw `update` command reports: only totals, plus the statements refused by a unique
-/// index (by position).
-#[derive(Debug, Default)]
-pub(crate) struct BatchResult {
-    pub(crate) matched: u64,
-    pub(crate) duplicates: Vec<usize>,
 }
 
 /// Every write waits for a majority of the replica set and the journal: an acknowledged effect
@@ -61,8 +62,17 @@ fn write_concern_doc() -> Document {
     doc! { "w": "majority", "j": true }
 }
 
+/// `{_id: id}` for one id (the only filter FerretDB looks up by key instead of scanning),
+/// `{_id: {$in: ids}}` for several.
+pub(crate) fn by_ids<S: AsRef<str>>(ids: &[S]) -> Document {
+    match ids {
+        [one] => doc! { "_id": one.as_ref() },
+        _ => doc! { "_id": { "$in": ids.iter().map(|s| s.as_ref()).collect::<Vec<_>>() } },
+    }
+}
+
 impl Db {
-    pub(crate) fn new(database: Database) -> Self {
+    pub(crate) fn new(database: Database, timeout: Duration) -> Self {
         let options = CollectionOptions::builder()
             .write_concern(write_concern())
             // Reads see only what a majority has: nothing a failover could roll back.
@@ -73,53 +83,85 @@ impl Db {
             event_log: collection(EVENT_LOG),
             entities: collection(ENTITIES),
             idempotency: collection(IDEMPOTENCY),
-            outbox_index: collection(OUTBOX_INDEX),
             database,
+            timeout,
         }
+    }
+
+    /// One round trip, failing as Unavailable past the operation timeout: the driver has no
+    /// socket timeout, so a hung server would otherwise hang the caller. Calls that make many
+    /// round trips (an apply's chunks, a relay's marks) bound each, so a slow server that keeps
+    /// answering (FerretDB's updates cost a scan of the collection each) is not taken for a
+    /// hung one.
+    pub(crate) async fn within<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        within(self.timeout, call).await
     }
 
     /// Creating an index that exists with the same keys and options is a no-op, so this runs at
     /// every start-up.
     pub(crate) async fn ensure_indexes(&self, idempotency_ttl: Duration) -> Result<(), StoreError> {
-        let named = |name: &str| IndexOptions::builder().name(name.to_string()).build();
-        self.event_log
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "entity_kind": 1, "entity_id": 1, "version": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .name("entity_version".to_string())
-                            .unique(true)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .await
-            .map_err(classify)?;
-        self.entities
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "outbox_pending": 1, "outbox_oldest": 1 })
-                    .options(named("outbox_pending"))
-                    .build(),
-            )
-            .await
-            .map_err(classify)?;
-        self.idempotency
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "created_at": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .name("expire".to_string())
-                            .expire_after(idempotency_ttl)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .await
-            .map_err(classify)?;
-        Ok(())
+        let index = |keys: Document, name: &str, unique: bool| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .name(name.to_string())
+                        .unique(unique.then_some(true))
+                        .build(),
+                )
+                .build()
+        };
+        // One index per command: FerretDB 1.24 panics on a `createIndexes` naming several that
+        // exist already (docs/testbed.md).
+        for model in [
+            // The version fence: at most one event per version of an entity.
+            index(
+                doc! { "entity_kind": 1, "entity_id": 1, "version": 1 },
+                "entity_version",
+                true,
+            ),
+            // The relay's "oldest unpublished first"; entries with nothing pending have no
+            // `outbox_seq` and sit outside the range it reads.
+            index(doc! { OUTBOX_SEQ: 1 }, "outbox_seq", false),
+            // Marks find the entries of published message ids.
+            index(doc! { OUTBOX_IDS: 1 }, "outbox_ids", false),
+        ] {
+            self.event_log.create_index(model).await.map_err(classify)?;
+        }
+        self.ensure_expiry_index(idempotency_ttl).await
+    }
+
+    /// A TTL index where the server has them, so MongoDB drops expired keys by itself; a plain
+    /// index for the adapter's own purge elsewhere. Expiry means the same either way: the
+    /// adapter treats a record past its lifetime as absent (see `idempotency`).
+    async fn ensure_expiry_index(&self, ttl: Duration) -> Result<(), StoreError> {
+        let model = |ttl: Option<Duration>| {
+            IndexModel::builder()
+                .keys(doc! { "created_at": 1 })
+                .options(
+                    IndexOptions::builder()
+                        .name("expire".to_string())
+                        .expire_after(ttl)
+                        .build(),
+                )
+                .build()
+        };
+        match self.idempotency.create_index(model(Some(ttl))).await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == NOT_IMPLEMENTED) =>
+            {
+                tracing::info!("no TTL indexes on this server; expired idempotency keys are purged by the store");
+                self.idempotency
+                    .create_index(model(None))
+                    .await
+                    .map(drop)
+                    .map_err(classify)
+            }
+            Err(e) => Err(classify(e)),
+        }
     }
 
     pub(crate) async fn find_all(
@@ -128,19 +170,27 @@ impl Db {
         filter: Document,
         projection: Option<Document>,
     ) -> Result<Vec<Document>, StoreError> {
-        let mut find = collection.find(filter);
+        // Whole answers in one reply where they fit (16 MiB), not a first batch of 101 and
+        // `getMore`s.
+        let mut find = collection.find(filter).batch_size(FIND_BATCH);
         if let Some(projection) = projection {
             find = find.projection(projection);
         }
-        find.await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)
+        self.within(async {
+            find.await
+                .map_err(classify)?
+                .try_collect()
+                .await
+                .map_err(classify)
+        })
+        .await
     }
 
     /// Runs `statements` against `collection` in as few raw `update` commands as their size
-    /// allows. `ordered` runs them in sequence and stops at the first refused one.
+    /// allows, unordered. A statement refused by a unique index (an upsert that lost the race
+    /// to create its document) is skipped; any other refusal is an error. So only writes that
+    /// may be lost belong here (caches and marks, never fences): FerretDB also skips the rest
+    /// of a command after a refused statement, and leaves the matched counts out of its reply.
     ///
     /// The raw command, not the driver's `Client::bulk_write`, because the latter needs
     /// MongoDB 8.0 and this adapter supports 6.0.
@@ -148,69 +198,90 @@ impl Db {
         &self,
         collection: &str,
         statements: &[Statement],
-        ordered: bool,
-    ) -> Result<BatchResult, StoreError> {
-        let mut result = BatchResult::default();
-        let mut start = 0;
-        while start < statements.len() {
-            let mut bytes = 0;
-            let mut chunk = Vec::new();
-            for s in &statements[start..] {
-                let encoded =
-                    doc! { "q": &s.filter, "u": &s.update, "upsert": s.upsert, "multi": false };
-                let size = bson::to_vec(&encoded)
-                    .map_err(|e| StoreError::Fatal(format!("cannot encode an update: {e}")))?
-                    .len();
-                if !chunk.is_empty() && bytes + size > COMMAND_BYTES {
-                    break;
-                }
-                bytes += size;
-                chunk.push(encoded);
-            }
-            let count = chunk.len();
-            let reply = self
-                .database
-                .run_command(doc! {
-                    "update": collection,
-                    "updates": chunk,
-                    "ordered": ordered,
-                    "writeConcern": write_concern_doc(),
-                })
-                .await
-                .map_err(classify)?;
-            let part = read_update_reply(&reply)?;
-            result.matched += part.matched;
-            result
-                .duplicates
-                .extend(part.duplicates.into_iter().map(|i| i + start));
-            start += count;
-            if ordered && !result.duplicates.is_empty() {
-                break;
-            }
-        }
-        Ok(result)
+    ) -> Result<(), StoreError> {
+        update_batch(&self.database, self.timeout, collection, statements).await
     }
 }
 
-fn read_update_reply(reply: &Document) -> Result<BatchResult, StoreError> {
+/// [`Db::within`] for any call.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "MongoDB did not answer within {timeout:?}"
+            )))
+        })
+}
+
+/// [`Db::update_batch`] on any database, each command bounded by `timeout`.
+pub(crate) async fn update_batch(
+    database: &Database,
+    timeout: Duration,
+    collection: &str,
+    statements: &[Statement],
+) -> Result<(), StoreError> {
+    let mut start = 0;
+    while start < statements.len() {
+        let mut bytes = 0;
+        let mut chunk = Vec::new();
+        for s in &statements[start..] {
+            let encoded =
+                doc! { "q": &s.filter, "u": &s.update, "upsert": s.upsert, "multi": false };
+            let size = bson::to_vec(&encoded)
+                .map_err(|e| StoreError::Fatal(format!("cannot encode an update: {e}")))?
+                .len();
+            if !chunk.is_empty()
+                && (bytes + size > COMMAND_BYTES || chunk.len() == COMMAND_STATEMENTS)
+            {
+                break;
+            }
+            bytes += size;
+            chunk.push(encoded);
+        }
+        let count = chunk.len();
+        let command = database.run_command(doc! {
+            "update": collection,
+            "updates": chunk,
+            "ordered": false,
+            "writeConcern": write_concern_doc(),
+        });
+        let reply = within(timeout, async { command.await.map_err(classify) }).await?;
+        check_update_reply(&reply)?;
+        start += count;
+    }
+    Ok(())
+}
+
+/// Refusals by a unique index pass; other refusals are errors.
+fn check_update_reply(reply: &Document) -> Result<(), StoreError> {
     if let Ok(wce) = reply.get_document("writeConcernError") {
         return Err(StoreError::Unavailable(format!(
             "write concern not satisfied: {wce}"
         )));
     }
-    let f = Fields::new(reply, "update reply");
-    let matched = f.u64("n")?;
-    let mut duplicates = Vec::new();
-    for e in f.array("writeErrors")? {
+    let errors = match reply.get("writeErrors") {
+        None => return Ok(()),
+        Some(Bson::Array(errors)) => errors,
+        Some(other) => {
+            return Err(crate::error::corrupt(
+                "update reply",
+                format!("writeErrors {other}"),
+            ))
+        }
+    };
+    for e in errors {
         let e = e
             .as_document()
             .ok_or_else(|| StoreError::Fatal(format!("odd write error {e}")))?;
         let ef = Fields::new(e, "write error");
         let code = ef.i64("code")?;
-        let index = ef.u64("index")?;
         let message = e.get("errmsg").map(Bson::to_string).unwrap_or_default();
         match i32::try_from(code) {
-            Ok(DUPLICATE_KEY) => duplicates.push(index as usize),
+            Ok(DUPLICATE_KEY) => {}
             Ok(c) if is_transient_code(c) => {
                 return Err(StoreError::Unavailable(format!(
                     "update refused ({code}): {message}"
@@ -223,8 +294,5 @@ fn read_update_reply(reply: &Document) -> Result<BatchResult, StoreError> {
             }
         }
     }
-    Ok(BatchResult {
-        matched,
-        duplicates,
-    })
+    Ok(())
 }

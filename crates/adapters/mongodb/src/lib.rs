@@ -1,30 +1,40 @@
 //! The production store: MongoDB through the official Rust driver (3.x).
 //!
-//! Targets MongoDB 6.0 and later, standalone or replica set. Change streams (used only to wake
-//! the outbox relay early) need a replica set; elsewhere the adapter polls. Every write asks for
-//! majority and journal acknowledgement, reads use majority read concern.
+//! Targets MongoDB 6.0 and later, standalone or replica set; the test bed runs it on FerretDB
+//! 1.24 (docs/testbed.md). Change streams (used only to wake the outbox relay early) need a
+//! replica set; elsewhere the adapter polls. Every write asks for majority and journal
+//! acknowledgement, reads use majority read concern.
 //!
-//! No multi-document transactions anywhere: every effect is one atomic single-document write,
-//! fenced by a unique key or a version so that doing it twice is doing it once. The design is
-//! described in the documentation of the `apply` module (event log, entity and message-id
-//! fences) and of the `outbox` module (the embedded outbox and how it is marked published).
+//! No multi-document transactions anywhere, and no update whose condition is a fence: every
+//! effect that must happen once is one insert, fenced by a unique key, because an insert is
+//! atomic on any server that speaks the protocol while FerretDB's updates are not (they read,
+//! then write the whole document). Updates only write what may be lost or land late: caches
+//! that reads complete from the inserted documents, and the relay's marks, whose loss means a
+//! message is published again under its same id.
 //!
-//! Collections: `event_log` (one document per event, `_id` = event id, unique on
-//! `(entity_kind, entity_id, version)`), `entities` (`_id` = `"kind:id"`: state, status, version,
-//! last event, and the outbox messages the entity's changes announced), `outbox_index` (`_id` =
-//! outbox message id: the fence that records a message id once, and where it lives),
-//! `idempotency` (`_id` =
-//! the API's key, expired by a TTL index). Ids are strings, integers Int64 (read back
-//! tolerantly), money integer minor units inside the states: no ObjectId, Decimal128 or Binary.
+//! Collections: `event_log` (one entry per applied event, `_id` = event id, unique on
+//! `(entity_kind, entity_id, version)`, carrying the entity's state after the event and its
+//! unpublished outbox messages: see `entry` and `apply`), `entities` (`_id` = `"kind:id"`, the
+//! head: each entity's latest state, a cache), `idempotency` (`_id` = the API's key),
+//! `reminders` and `reminder_versions` (see `reminders`). Ids are strings, integers Int64, times
+//! BSON dates, money integer minor units inside the states: no ObjectId, Decimal128 or Binary.
 
+pub mod api_keys;
 mod apply;
 mod codec;
 mod db;
+mod entry;
 mod error;
+mod fences;
 mod idempotency;
+mod listing;
+mod monitor;
 mod outbox;
+mod read;
 pub mod reminders;
 mod store;
 
+pub use api_keys::MongoCredentialStore;
+pub use monitor::CommandStats;
 pub use reminders::MongoReminderStore;
 pub use store::{MongoSettings, MongoStore};

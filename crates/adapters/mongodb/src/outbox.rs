@@ -1,21 +1,16 @@
-//! The outbox embedded in entity documents: reading what is pending, marking it published, and
-//! waking the relay.
+//! The outbox, kept in the log entries of the changes that recorded it (see `entry`): what the
+//! relay reads, how it marks messages published, and how it is woken.
 //!
-//! An entity with unpublished messages has `outbox_pending: true` and `outbox_oldest` = the
-//! recording sequence of its oldest unpublished message; the index on both serves the relay's
-//! "oldest first" query without scanning published history.
-//!
-//! Marking published finds the entities through `outbox_index` (message id -> entity, an `_id`
-//! lookup; nx-27017 can neither index nor `$in`-match fields inside arrays), then updates one
-//! array element per message with the positional operator
-//! (`outbox.$.published`, filter `{_id, "outbox.id": id}`), not `arrayFilters`: nx-27017 accepts
-//! `arrayFilters` and silently changes nothing. Then a second write clears `outbox_pending`
-//! when nothing unpublished is left, fenced on the entity version read before: only an apply
-//! adds unpublished messages and every apply moves the version, so a cleared flag is never
-//! wrong. A clear that lost a race (two relays marking one entity) leaves a pending flag with
-//! nothing behind it, which `pending_outbox` clears when it meets one. Published messages stay
-//! in the document (an entity has a handful of events, so the document stays small) as the
-//! record of what was announced and as the fence for their ids.
+//! Pending entries are those with an `outbox_seq`; the index on it serves "oldest first"
+//! without touching the published history. Marking published removes the messages from their
+//! entry: one update per entry unsets them from `outbox` and pulls their ids from `outbox_ids`
+//! (`$pullAll` of exact values: FerretDB's `$pull` ignores conditions), and when no id is left
+//! also unsets `outbox_seq`. Only relays write entries after their insert and messages are
+//! never added to an entry, so what a mark read is a superset of what is left: clearing the
+//! sequence when the read showed nothing else pending is never wrong. A mark racing another
+//! relay's on a server without atomic updates may put back a message the other removed: it is
+//! published again under its same id, which consumers dedupe; none is ever lost. An entry left
+//! with a sequence and no ids (two relays each removing half) is cleared by `pending`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,100 +19,116 @@ use std::time::Duration;
 
 use enrollstream_ports::{StoreError, StoredOutboxMessage};
 use futures::{StreamExt, TryStreamExt};
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::codec::{outbox_of, Fields, OutboxEntry};
-use crate::db::{Db, Statement, ENTITIES};
+use crate::codec::Fields;
+use crate::db::{Db, Statement, EVENT_LOG, FIND_BATCH};
+use crate::entry::{pending_of, OUTBOX, OUTBOX_IDS, OUTBOX_SEQ};
 use crate::error::classify;
+
+/// Entries with something to publish: every `outbox_seq` is a non-empty string, and a range
+/// over strings leaves out the entries without one.
+fn pending_filter() -> Document {
+    doc! { OUTBOX_SEQ: { "$gt": "" } }
+}
 
 pub(crate) async fn pending(db: &Db, limit: usize) -> Result<Vec<StoredOutboxMessage>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
-    // Each pending entity holds at least one unpublished message, so the `limit` entities with
-    // the oldest ones hold the `limit` oldest messages.
-    let docs: Vec<Document> = db
-        .entities
-        .find(doc! { "outbox_pending": true })
-        .sort(doc! { "outbox_oldest": 1, "_id": 1 })
+    // Each pending entry holds at least one message, so the `limit` oldest entries hold the
+    // `limit` oldest messages.
+    let find = db
+        .event_log
+        .find(pending_filter())
+        .sort(doc! { OUTBOX_SEQ: 1 })
         .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-        .projection(doc! { "version": 1, "outbox": 1 })
-        .await
-        .map_err(classify)?
-        .try_collect()
-        .await
-        .map_err(classify)?;
-    let mut entries: Vec<OutboxEntry> = Vec::new();
+        .batch_size(u32::try_from(limit).unwrap_or(FIND_BATCH).min(FIND_BATCH))
+        .projection(doc! { OUTBOX: 1, OUTBOX_IDS: 1, OUTBOX_SEQ: 1, "recorded_at": 1 });
+    let docs: Vec<Document> = db
+        .within(async {
+            find.await
+                .map_err(classify)?
+                .try_collect()
+                .await
+                .map_err(classify)
+        })
+        .await?;
+    let mut messages = Vec::new();
     let mut empty = Vec::new();
     for d in &docs {
-        let before = entries.len();
-        entries.extend(outbox_of(d)?.into_iter().filter(|m| !m.published));
-        if entries.len() == before {
-            empty.push(clear_pending(d)?);
+        let before = messages.len();
+        messages.extend(pending_of(d)?);
+        if messages.len() == before {
+            let id = Fields::new(d, "event_log entry").str("_id")?;
+            empty.push(Statement {
+                filter: doc! { "_id": id },
+                update: cleared(),
+                upsert: false,
+            });
         }
     }
     if !empty.is_empty() {
-        db.update_batch(ENTITIES, &empty, false).await?;
+        db.update_batch(EVENT_LOG, &empty).await?;
     }
-    entries.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-    entries.truncate(limit);
-    Ok(entries.iter().map(OutboxEntry::to_stored).collect())
+    messages.sort_by(|a, b| (&a.seq, a.position).cmp(&(&b.seq, b.position)));
+    messages.truncate(limit);
+    Ok(messages.into_iter().map(|m| m.stored).collect())
 }
 
+fn cleared() -> Document {
+    doc! { "$unset": { OUTBOX: "", OUTBOX_IDS: "", OUTBOX_SEQ: "" } }
+}
+
+/// Two round trips whatever the number of messages: the entries holding them, then one update
+/// per entry.
 pub(crate) async fn mark_published(db: &Db, ids: &[String]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
     let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    // `$or` of equalities: nx-27017 does not match `$in` inside arrays.
-    let clauses: Vec<Document> = wanted.iter().map(|id| doc! { "outbox.id": *id }).collect();
     let docs = db
         .find_all(
-            &db.entities,
-            doc! { "outbox_pending": true, "$or": clauses },
-            Some(doc! { "version": 1, "outbox": 1 }),
+            &db.event_log,
+            doc! { OUTBOX_IDS: { "$in": ids } },
+            Some(doc! { OUTBOX_IDS: 1 }),
         )
         .await?;
-    let mut statements = Vec::new();
+    let mut statements = Vec::with_capacity(docs.len());
     for d in &docs {
-        let id = Fields::new(d, "entity").str("_id")?;
-        let mut oldest_left: Option<String> = None;
-        for m in outbox_of(d)?.into_iter().filter(|m| !m.published) {
-            if wanted.contains(m.message.id.as_str()) {
-                statements.push(Statement {
-                    filter: doc! { "_id": id, "outbox.id": &m.message.id },
-                    update: doc! { "$set": { "outbox.$.published": true } },
-                    upsert: false,
-                });
-            } else if oldest_left.as_deref().is_none_or(|o| m.seq.as_str() < o) {
-                oldest_left = Some(m.seq);
-            }
-        }
-        statements.push(match oldest_left {
-            None => clear_pending(d)?,
-            Some(oldest) => Statement {
-                filter: version_fence(d)?,
-                update: doc! { "$set": { "outbox_oldest": oldest } },
-                upsert: false,
-            },
+        let f = Fields::new(d, "event_log entry");
+        let (published, left): (Vec<&str>, Vec<&str>) = f
+            .strings(OUTBOX_IDS)?
+            .into_iter()
+            .partition(|id| wanted.contains(id));
+        let update = if left.is_empty() {
+            cleared()
+        } else {
+            let unset: Document = published
+                .iter()
+                .map(|id| (format!("{OUTBOX}.{id}"), Bson::from("")))
+                .collect();
+            doc! { "$unset": unset, "$pullAll": { OUTBOX_IDS: published } }
+        };
+        statements.push(Statement {
+            filter: doc! { "_id": f.str("_id")? },
+            update,
+            upsert: false,
         });
     }
-    // Ordered: an entity's flag is only touched after its messages were marked.
-    db.update_batch(ENTITIES, &statements, true).await?;
-    Ok(())
+    db.update_batch(EVENT_LOG, &statements).await
 }
 
 pub(crate) async fn backlog(db: &Db) -> Result<u64, StoreError> {
     let docs: Vec<Document> = db
-        .entities
+        .event_log
         .aggregate([
-            doc! { "$match": { "outbox_pending": true } },
-            doc! { "$unwind": "$outbox" },
-            doc! { "$match": { "outbox.published": false } },
+            doc! { "$match": pending_filter() },
+            doc! { "$unwind": format!("${OUTBOX_IDS}") },
             doc! { "$count": "n" },
         ])
         .await
@@ -131,32 +142,20 @@ pub(crate) async fn backlog(db: &Db) -> Result<u64, StoreError> {
     }
 }
 
-fn version_fence(entity: &Document) -> Result<Document, StoreError> {
-    let f = Fields::new(entity, "entity");
-    Ok(doc! { "_id": f.str("_id")?, "version": f.i64("version")? })
-}
-
-fn clear_pending(entity: &Document) -> Result<Statement, StoreError> {
-    Ok(Statement {
-        filter: version_fence(entity)?,
-        update: doc! { "$set": { "outbox_pending": false }, "$unset": { "outbox_oldest": "" } },
-        upsert: false,
-    })
-}
-
-async fn any_pending(entities: &Collection<Document>) -> bool {
+async fn any_pending(log: &Collection<Document>) -> bool {
     matches!(
-        entities
-            .find_one(doc! { "outbox_pending": true })
+        log.find_one(pending_filter())
             .projection(doc! { "_id": 1 })
             .await,
         Ok(Some(_))
     )
 }
 
-/// Wakes `wait_for_outbox`: a change stream on `entities` where the server offers one
-/// (replica sets), polling otherwise. Whether change streams work is found out once and
-/// remembered; a stream lost to the network is reopened by the next wait.
+/// Wakes `wait_for_outbox`: at once when this process applied a change with messages; on a
+/// change stream of `event_log` where the server offers one (replica sets; not FerretDB);
+/// and by polling for pending entries, which also covers other processes' applies where there
+/// is no stream. Whether change streams work is found out once and remembered; a stream lost
+/// to the network is reopened by the next wait.
 pub(crate) struct Wake {
     notify: Arc<Notify>,
     streaming: Arc<AtomicBool>,
@@ -176,40 +175,41 @@ impl Wake {
         }
     }
 
-    pub(crate) async fn wait(&self, entities: &Collection<Document>, max: Duration) {
+    /// This process recorded messages to publish. A permit is kept when nobody waits yet, so
+    /// a relay between its read and its wait is not left to the poll.
+    pub(crate) fn recorded(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Returns on a hint (a local apply, a streamed insert, the stream ending), once a poll
+    /// finds something pending, or at `max`.
+    pub(crate) async fn wait(&self, log: &Collection<Document>, max: Duration) {
         let deadline = Instant::now() + max;
-        self.open_stream(entities, deadline).await;
+        self.open_stream(log, deadline).await;
         loop {
             // With a stream, polling is only the safety net for a missed event.
-            let streaming = self.streaming.load(Ordering::Acquire);
-            let step = if streaming { self.poll * 20 } else { self.poll };
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if streaming != self.streaming.load(Ordering::Acquire) {
-                continue;
-            }
+            let step = if self.streaming.load(Ordering::Acquire) {
+                self.poll * 20
+            } else {
+                self.poll
+            };
             tokio::select! {
-                () = &mut notified => {
-                    if self.streaming.load(Ordering::Acquire) {
-                        return;
-                    }
-                }
+                () = self.notify.notified() => return,
                 () = tokio::time::sleep_until(deadline.min(Instant::now() + step)) => {}
             }
-            if Instant::now() >= deadline || any_pending(entities).await {
+            if Instant::now() >= deadline || any_pending(log).await {
                 return;
             }
         }
     }
 
-    async fn open_stream(&self, entities: &Collection<Document>, deadline: Instant) {
+    async fn open_stream(&self, log: &Collection<Document>, deadline: Instant) {
         if self.unsupported.load(Ordering::Acquire) || self.streaming.load(Ordering::Acquire) {
             return;
         }
-        let watch = entities.watch().pipeline([
-            doc! { "$match": { "operationType": { "$in": ["insert", "update", "replace"] } } },
-        ]);
+        let watch = log
+            .watch()
+            .pipeline([doc! { "$match": { "operationType": "insert" } }]);
         let stream = match tokio::time::timeout_at(deadline, watch).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -239,8 +239,8 @@ impl Wake {
                 }
             }
             streaming.store(false, Ordering::Release);
-            // Waiters fall back to polling.
-            notify.notify_waiters();
+            // The waiter falls back to polling.
+            notify.notify_one();
         });
         if let Some(old) = self.task.lock().expect("wake task lock").replace(task) {
             old.abort();

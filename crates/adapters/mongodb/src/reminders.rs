@@ -1,13 +1,14 @@
-//! `MongoReminderStore`: the reminder store port on MongoDB, collection `reminders`.
+//! `MongoReminderStore`: the reminder store port on MongoDB, collections `reminders` and
+//! `reminder_versions`.
 //!
-//! One document per application (`_id` = application id): the domain state ([`Reminder`]
-//! under `state`, with the applied event ids that make a redelivery a no-op), its status, its
-//! due time, the lease and a `version`. No multi-document transactions: every method is one
-//! atomic single-document write, fenced on `version` and retried from the read when it lost a
-//! race (see `writes`). The document's shape, and why times are epoch milliseconds, is in
-//! `record`.
+//! Each write of a reminder inserts its next version into `reminder_versions` (the domain
+//! state, [`Reminder`] under `state` with the applied event ids that make a redelivery a
+//! no-op, its status, due time and lease); the unique `_id` of the version is the fence, and a
+//! writer that lost the race reads again (see `writes`). `reminders` holds one head per
+//! application (`_id` = application id), a copy of its latest version for the claims' query.
+//! No multi-document transactions. The documents are described in `record`.
 //!
-//! Its own collection, beside the read model's: rebuilding the read model empties `event_log`
+//! Its own collections, beside the read model's: rebuilding the read model empties `event_log`
 //! and `entities` and leaves reminder state alone.
 
 mod record;
@@ -30,14 +31,25 @@ use crate::codec::Fields;
 use crate::db::write_concern;
 use crate::error::classify;
 use crate::MongoSettings;
-use record::{millis_down, time, LEASE_UNTIL, NEXT_DUE};
+use record::{date_down, LEASE_UNTIL, NEXT_DUE};
 
+/// The heads.
 pub const COLLECTION: &str = "reminders";
+/// Every version ever written, the fences.
+pub const VERSIONS: &str = "reminder_versions";
 
 pub struct MongoReminderStore {
-    database: Database,
-    reminders: Collection<Document>,
+    collections: Collections,
     settings: MongoSettings,
+}
+
+/// What the writes work on.
+pub(crate) struct Collections {
+    database: Database,
+    /// Bound of one round trip.
+    timeout: std::time::Duration,
+    reminders: Collection<Document>,
+    versions: Collection<Document>,
 }
 
 impl MongoReminderStore {
@@ -53,7 +65,7 @@ impl MongoReminderStore {
         database: &str,
         settings: MongoSettings,
     ) -> Result<Self, StoreError> {
-        let database = crate::store::client(uri, &settings)
+        let database = crate::store::client(uri, &settings, None)
             .await?
             .database(database);
         Self::on(database, settings).await
@@ -70,8 +82,12 @@ impl MongoReminderStore {
             .read_concern(ReadConcern::majority())
             .build();
         let store = Self {
-            reminders: database.collection_with_options(COLLECTION, collection_options),
-            database,
+            collections: Collections {
+                reminders: database.collection_with_options(COLLECTION, collection_options.clone()),
+                versions: database.collection_with_options(VERSIONS, collection_options),
+                database,
+                timeout: settings.operation_timeout,
+            },
             settings,
         };
         store.bounded(store.ensure_indexes()).await?;
@@ -87,14 +103,17 @@ impl MongoReminderStore {
                 .options(IndexOptions::builder().name(name.to_string()).build())
                 .build()
         };
-        self.reminders
-            .create_index(index(doc! { NEXT_DUE: 1, LEASE_UNTIL: 1 }, "due"))
-            .await
-            .map_err(classify)?;
-        self.reminders
-            .create_index(index(doc! { LEASE_UNTIL: 1 }, "leased"))
-            .await
-            .map_err(classify)?;
+        // One index per command, as in the read model's store (FerretDB).
+        for model in [
+            index(doc! { NEXT_DUE: 1, LEASE_UNTIL: 1 }, "due"),
+            index(doc! { LEASE_UNTIL: 1 }, "leased"),
+        ] {
+            self.collections
+                .reminders
+                .create_index(model)
+                .await
+                .map_err(classify)?;
+        }
         Ok(())
     }
 
@@ -114,19 +133,18 @@ impl MongoReminderStore {
     /// reminder, the later of its due time and its lease's end. Leases are few (claims in
     /// flight and releases waiting to be retried), so they are read whole.
     async fn earliest_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let unleased = self
-            .reminders
+        let reminders = &self.collections.reminders;
+        let unleased = reminders
             .find_one(doc! { NEXT_DUE: { "$exists": true }, LEASE_UNTIL: { "$exists": false } })
             .sort(doc! { NEXT_DUE: 1 })
             .projection(doc! { NEXT_DUE: 1 })
             .await
             .map_err(classify)?;
         let mut wake = match &unleased {
-            Some(d) => Some(Fields::new(d, "reminder").i64(NEXT_DUE)?),
+            Some(d) => Some(Fields::new(d, "reminder").date(NEXT_DUE)?),
             None => None,
         };
-        let leased: Vec<Document> = self
-            .reminders
+        let leased: Vec<Document> = reminders
             .find(doc! { NEXT_DUE: { "$exists": true }, LEASE_UNTIL: { "$exists": true } })
             .projection(doc! { NEXT_DUE: 1, LEASE_UNTIL: 1 })
             .await
@@ -136,10 +154,10 @@ impl MongoReminderStore {
             .map_err(classify)?;
         for d in &leased {
             let f = Fields::new(d, "reminder");
-            let at = f.i64(NEXT_DUE)?.max(f.i64(LEASE_UNTIL)?);
+            let at = f.date(NEXT_DUE)?.max(f.date(LEASE_UNTIL)?);
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
-        wake.map(time).transpose()
+        Ok(wake)
     }
 }
 
@@ -156,7 +174,7 @@ impl ReminderStore for MongoReminderStore {
             return Ok(EventOutcome::Ignored);
         }
         self.bounded(writes::apply_event(
-            &self.reminders,
+            &self.collections,
             event_id,
             event,
             at,
@@ -167,7 +185,7 @@ impl ReminderStore for MongoReminderStore {
 
     async fn get(&self, application_id: &str) -> Result<Option<Reminder>, StoreError> {
         self.bounded(async {
-            Ok(writes::load(&self.reminders, application_id)
+            Ok(writes::load(&self.collections, application_id)
                 .await?
                 .map(|r| r.reminder))
         })
@@ -182,7 +200,7 @@ impl ReminderStore for MongoReminderStore {
         limit: usize,
     ) -> Result<Vec<ClaimedReminder>, StoreError> {
         self.bounded(writes::claim_due(
-            &self.reminders,
+            &self.collections,
             now,
             lease_until,
             owner,
@@ -199,7 +217,7 @@ impl ReminderStore for MongoReminderStore {
         refused: Option<&str>,
         policy: &ReminderPolicy,
     ) -> Result<Fenced, StoreError> {
-        self.bounded(writes::finish_claim(&self.reminders, claim, None, |r| {
+        self.bounded(writes::finish_claim(&self.collections, claim, None, |r| {
             r.record_attempt(attempt, at, refused, policy)
         }))
         .await
@@ -213,7 +231,7 @@ impl ReminderStore for MongoReminderStore {
         at: DateTime<Utc>,
     ) -> Result<Fenced, StoreError> {
         self.bounded(writes::finish_claim(
-            &self.reminders,
+            &self.collections,
             claim,
             Some(retry_at),
             |r| {
@@ -232,7 +250,7 @@ impl ReminderStore for MongoReminderStore {
         at: DateTime<Utc>,
         policy: &ReminderPolicy,
     ) -> Result<Fenced, StoreError> {
-        self.bounded(writes::finish_claim(&self.reminders, claim, None, |r| {
+        self.bounded(writes::finish_claim(&self.collections, claim, None, |r| {
             r.mark_exhausted(at, policy)
         }))
         .await
@@ -240,8 +258,9 @@ impl ReminderStore for MongoReminderStore {
 
     async fn due_backlog(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.bounded(async {
-            self.reminders
-                .count_documents(doc! { NEXT_DUE: { "$lte": millis_down(now) } })
+            self.collections
+                .reminders
+                .count_documents(doc! { NEXT_DUE: { "$lte": date_down(now) } })
                 .await
                 .map_err(classify)
         })
@@ -254,7 +273,12 @@ impl ReminderStore for MongoReminderStore {
 
     async fn check(&self) -> Result<(), StoreError> {
         let limit = self.settings.check_timeout;
-        match tokio::time::timeout(limit, self.database.run_command(doc! { "ping": 1 })).await {
+        match tokio::time::timeout(
+            limit,
+            self.collections.database.run_command(doc! { "ping": 1 }),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(classify(e)),
             Err(_) => Err(StoreError::Unavailable(format!(

@@ -1,26 +1,29 @@
 //! `MongoStore`: the `Store` port on MongoDB.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use enrollstream_domain::EntityKind;
 use enrollstream_ports::{
-    ApplyOutcome, Change, EntityRecord, IdempotencyRecord, Reservation, Store, StoreError,
-    StoredEvent, StoredOutboxMessage,
+    ApplyOutcome, Change, EntityQuery, EntityRecord, IdempotencyRecord, Reservation, Store,
+    StoreError, StoredEvent, StoredOutboxMessage,
 };
-use mongodb::bson::doc;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 use tokio::time::Instant;
 
-use crate::apply::{entity_version, entity_versions};
-use crate::codec::{entity_from, entity_key, event_from, int, Fields};
 use crate::db::Db;
+use crate::entry::{event_from, event_projection};
 use crate::error::classify;
+use crate::monitor::{CommandStats, Monitor};
 use crate::outbox::Wake;
-use crate::{apply, idempotency, outbox};
+use crate::{apply, idempotency, outbox, read};
 
 /// Connection and timing settings. The defaults keep `/readyz` and the runners' retry loop
 /// responsive when MongoDB is away; a URI that sets `serverSelectionTimeoutMS` or
@@ -37,8 +40,12 @@ pub struct MongoSettings {
     pub check_timeout: Duration,
     /// How often `wait_for_outbox` looks for pending messages without a change stream.
     pub outbox_poll_interval: Duration,
-    /// Lifetime of idempotency keys (the TTL index; set when the index is first created).
+    /// Lifetime of idempotency keys, on the callers' clock. Where the server has TTL indexes,
+    /// the index takes the lifetime it was first created with.
     pub idempotency_ttl: Duration,
+    /// Count round trips, documents and bytes per command ([`MongoStore::take_commands`]).
+    /// Costs a second decoding of every reply; for benchmarks and diagnosis.
+    pub count_commands: bool,
 }
 
 impl Default for MongoSettings {
@@ -50,6 +57,7 @@ impl Default for MongoSettings {
             check_timeout: Duration::from_secs(2),
             outbox_poll_interval: Duration::from_millis(50),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            count_commands: false,
         }
     }
 }
@@ -58,12 +66,19 @@ pub struct MongoStore {
     db: Db,
     settings: MongoSettings,
     wake: Wake,
+    reservations: AtomicU64,
+    monitor: Option<Arc<Monitor>>,
 }
 
 /// A client with our timeouts: short server selection and connect, so `/readyz` and the
 /// runners' retry loop notice an absent server quickly. A URI that sets them wins.
-pub(crate) async fn client(uri: &str, settings: &MongoSettings) -> Result<Client, StoreError> {
+pub(crate) async fn client(
+    uri: &str,
+    settings: &MongoSettings,
+    monitor: Option<&Arc<Monitor>>,
+) -> Result<Client, StoreError> {
     let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
+    options.command_event_handler = monitor.map(Monitor::handler);
     options
         .server_selection_timeout
         .get_or_insert(settings.server_selection_timeout);
@@ -87,14 +102,30 @@ impl MongoStore {
         database: &str,
         settings: MongoSettings,
     ) -> Result<Self, StoreError> {
-        let client = client(uri, &settings).await?;
+        let monitor = settings.count_commands.then(Arc::<Monitor>::default);
+        let client = client(uri, &settings, monitor.as_ref()).await?;
         let store = Self {
-            db: Db::new(client.database(database)),
+            db: Db::new(client.database(database), settings.operation_timeout),
             wake: Wake::new(settings.outbox_poll_interval),
             settings,
+            reservations: AtomicU64::new(0),
+            monitor,
         };
         store
-            .bounded(store.db.ensure_indexes(store.settings.idempotency_ttl))
+            .bounded(async {
+                refuse_earlier_format(&store.db).await?;
+                store
+                    .db
+                    .ensure_indexes(store.settings.idempotency_ttl)
+                    .await?;
+                if let Some(newest) = idempotency::newest(&store.db).await? {
+                    idempotency::purge(&store.db, newest, store.settings.idempotency_ttl).await?;
+                }
+                Ok(())
+            })
+            .await?;
+        store
+            .bounded(crate::listing::ensure_indexes(&store.db))
             .await?;
         Ok(store)
     }
@@ -103,6 +134,18 @@ impl MongoStore {
     /// connection pool (and one set of server monitors) to MongoDB, not one per store.
     pub async fn reminder_store(&self) -> Result<crate::MongoReminderStore, StoreError> {
         crate::MongoReminderStore::on(self.db.database.clone(), self.settings.clone()).await
+    }
+
+    /// The API-key store on this store's client and database.
+    pub async fn credential_store(&self) -> Result<crate::MongoCredentialStore, StoreError> {
+        crate::MongoCredentialStore::on(self.db.database.clone(), self.settings.clone()).await
+    }
+
+    /// What each kind of command cost since the store opened or since the last call, when
+    /// [`MongoSettings::count_commands`] is on (empty otherwise). Covers the reminder store
+    /// opened from this one too.
+    pub fn take_commands(&self) -> BTreeMap<String, CommandStats> {
+        self.monitor.as_ref().map(|m| m.take()).unwrap_or_default()
     }
 
     async fn bounded<T>(
@@ -116,79 +159,74 @@ impl MongoStore {
             )))
         })
     }
+}
 
-    async fn applied_now(&self, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
-        if event_ids.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let logged = self
-            .db
-            .find_all(
-                &self.db.event_log,
-                doc! { "_id": { "$in": event_ids } },
-                Some(doc! { "entity_kind": 1, "entity_id": 1, "version": 1 }),
-            )
-            .await?;
-        let mut slots = HashMap::new();
-        for d in &logged {
-            let f = Fields::new(d, "event_log entry");
-            let key = entity_key(f.kind("entity_kind")?, f.str("entity_id")?);
-            slots.insert(f.str("_id")?.to_string(), (key, f.u64("version")?));
-        }
-        // A log entry counts only once its entity reached its version: the entry of an apply
-        // interrupted before its entity write is not applied.
-        let versions = entity_versions(&self.db, slots.values().map(|(k, _)| k.clone())).await?;
-        Ok(slots
-            .into_iter()
-            .filter(|(_, (key, v))| versions.get(key).is_some_and(|current| current >= v))
-            .map(|(id, _)| id)
-            .collect())
+/// The read model of earlier versions embedded the outbox in the entity documents and kept an
+/// `outbox_index` collection; this version cannot read it. Refused rather than misread.
+async fn refuse_earlier_format(db: &Db) -> Result<(), StoreError> {
+    let earlier = db
+        .entities
+        .find_one(doc! { "outbox": { "$exists": true } })
+        .projection(doc! { "_id": 1 })
+        .await
+        .map_err(classify)?;
+    if earlier.is_some() {
+        return Err(StoreError::Fatal(format!(
+            "database {} holds a read model of an earlier enrollstream (the outbox inside `entities`): \
+             let that version's relay publish what is pending, drop the collections `event_log`, \
+             `entities` and `outbox_index`, then run `enrollstream rebuild`",
+            db.database.name()
+        )));
     }
+    Ok(())
 }
 
 #[async_trait]
 impl Store for MongoStore {
     async fn applied(&self, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
-        self.bounded(self.applied_now(event_ids)).await
+        self.bounded(read::logged(&self.db, event_ids)).await
     }
 
     async fn entity(&self, kind: EntityKind, id: &str) -> Result<Option<EntityRecord>, StoreError> {
-        self.bounded(async {
-            let found = self
-                .db
-                .entities
-                .find_one(doc! { "_id": entity_key(kind, id) })
-                .projection(doc! { "outbox": 0 })
-                .await
-                .map_err(classify)?;
-            found.as_ref().map(entity_from).transpose()
-        })
-        .await
+        self.bounded(read::latest_one(&self.db, kind, id)).await
     }
 
+    /// Bounded per round trip, not as a whole: a page may take several scans.
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityRecord>, StoreError> {
+        crate::listing::list_entities(&self.db, query).await
+    }
+
+    async fn entities(
+        &self,
+        keys: &[(EntityKind, String)],
+    ) -> Result<Vec<EntityRecord>, StoreError> {
+        self.bounded(async { Ok(read::latest(&self.db, keys).await?.into_values().collect()) })
+            .await
+    }
+
+    /// Bounded per round trip, not as a whole: a batch makes many (see `Db::within`).
     async fn apply(&self, changes: &[Change]) -> Result<Vec<ApplyOutcome>, StoreError> {
-        self.bounded(apply::apply(&self.db, changes)).await
+        let applied = apply::apply(&self.db, changes).await?;
+        if applied.new_outbox {
+            self.wake.recorded();
+        }
+        Ok(applied.outcomes)
     }
 
     async fn event_log(&self, kind: EntityKind, id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         self.bounded(async {
-            let current = entity_version(&self.db, &entity_key(kind, id)).await?;
-            if current == 0 {
-                return Ok(Vec::new());
-            }
-            let mut events = self
+            let docs: Vec<Document> = self
                 .db
-                .find_all(
-                    &self.db.event_log,
-                    doc! { "entity_kind": kind.as_str(), "entity_id": id, "version": { "$lte": int(current)? } },
-                    None,
-                )
-                .await?
-                .iter()
-                .map(event_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            events.sort_by_key(|e| e.version);
-            Ok(events)
+                .event_log
+                .find(doc! { "entity_kind": kind.as_str(), "entity_id": id })
+                .sort(doc! { "version": 1 })
+                .projection(event_projection())
+                .await
+                .map_err(classify)?
+                .try_collect()
+                .await
+                .map_err(classify)?;
+            docs.iter().map(event_from).collect()
         })
         .await
     }
@@ -212,7 +250,7 @@ impl Store for MongoStore {
 
     async fn reset_read_model(&self) -> Result<(), StoreError> {
         // Emptied, not dropped: the unique index fencing the log stays in place throughout.
-        // The log goes first: an entity without its log reads as applied nowhere.
+        // The log goes first: it is the read model; heads without it are read as nothing new.
         self.bounded(async {
             self.db
                 .event_log
@@ -229,16 +267,18 @@ impl Store for MongoStore {
         .await
     }
 
+    /// Bounded per round trip, as `apply`.
     async fn pending_outbox(&self, limit: usize) -> Result<Vec<StoredOutboxMessage>, StoreError> {
-        self.bounded(outbox::pending(&self.db, limit)).await
+        outbox::pending(&self.db, limit).await
     }
 
+    /// Bounded per round trip, as `apply`.
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.bounded(outbox::mark_published(&self.db, ids)).await
+        outbox::mark_published(&self.db, ids).await
     }
 
     async fn wait_for_outbox(&self, max: Duration) {
-        self.wake.wait(&self.db.entities, max).await
+        self.wake.wait(&self.db.event_log, max).await
     }
 
     async fn outbox_backlog(&self) -> Result<u64, StoreError> {
@@ -249,7 +289,17 @@ impl Store for MongoStore {
         &self,
         record: &IdempotencyRecord,
     ) -> Result<Reservation, StoreError> {
-        self.bounded(idempotency::reserve(&self.db, record)).await
+        let ttl = self.settings.idempotency_ttl;
+        let purge = self.reservations.fetch_add(1, Ordering::Relaxed) % idempotency::PURGE_EVERY
+            == idempotency::PURGE_EVERY - 1;
+        self.bounded(async {
+            if purge {
+                let purged = idempotency::purge(&self.db, record.created_at, ttl).await?;
+                tracing::debug!(purged, "expired idempotency keys purged");
+            }
+            idempotency::reserve(&self.db, record, ttl).await
+        })
+        .await
     }
 
     async fn mark_idempotency_published(&self, key: &str) -> Result<(), StoreError> {
@@ -266,6 +316,56 @@ impl Store for MongoStore {
                 "MongoDB did not answer a ping within {limit:?}"
             ))),
         }
+    }
+
+    // Parked messages and leases live in collections of their own (fences.rs).
+    async fn park_outbox(
+        &self,
+        message: &StoredOutboxMessage,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.bounded(crate::fences::park(&self.db.database, message, reason, at))
+            .await
+    }
+
+    async fn parked_outbox(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(StoredOutboxMessage, String)>, StoreError> {
+        self.bounded(crate::fences::parked(&self.db.database, limit))
+            .await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<enrollstream_ports::Lease>, StoreError> {
+        self.bounded(crate::fences::take_lease(
+            &self.db.database,
+            name,
+            owner,
+            until,
+            now,
+        ))
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.bounded(crate::fences::release_lease(&self.db.database, name, owner))
+            .await
+    }
+
+    async fn leases(
+        &self,
+        prefix: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<enrollstream_ports::Lease>, StoreError> {
+        self.bounded(crate::fences::leases(&self.db.database, prefix, now))
+            .await
     }
 
     fn name(&self) -> &'static str {

@@ -1,4 +1,5 @@
-//! The store contract suite against nx-27017, one test per case.
+//! The store contract suite against the test bed's MongoDB-protocol server (FerretDB), one test
+//! per case.
 
 mod common;
 
@@ -12,17 +13,17 @@ async fn fresh_store() -> MongoStore {
 }
 
 enrollstream_testkit::store_contract_tests!(store, store = fresh_store().await);
+enrollstream_testkit::listing_contract_tests!(store, store = fresh_store().await);
 
 /// Durability across a restart of the server itself, not only of the client.
 #[tokio::test]
 async fn durable_across_restart() {
-    let mut server =
-        Mongo::start_persistent().unwrap_or_else(|e| panic!("nx-27017 must start: {e:#}"));
+    let mut server = Mongo::start().unwrap_or_else(|e| panic!("FerretDB must start: {e:#}"));
     let database = fresh_database();
     let written = contract::durable_write(&connect(&server.uri(), &database).await).await;
     server.pause();
     server
         .resume()
-        .unwrap_or_else(|e| panic!("nx-27017 must restart: {e:#}"));
+        .unwrap_or_else(|e| panic!("FerretDB must restart: {e:#}"));
     contract::durable_read_back(&connect(&server.uri(), &database).await, &written).await;
 }

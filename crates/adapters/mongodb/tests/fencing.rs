@@ -1,5 +1,6 @@
-//! What the MongoDB adapter adds to the contract: an apply interrupted between its two writes,
-//! appliers racing on the same change, and MongoDB going away and coming back.
+//! What the MongoDB adapter adds to the contract: the window between an apply's insert and its
+//! head write, heads that fell behind, appliers racing on the same change, and MongoDB going
+//! away and coming back.
 
 mod common;
 
@@ -7,40 +8,24 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{connect, fresh_database, server};
+use enrollstream_domain::EntityKind;
 use enrollstream_mongodb::{MongoSettings, MongoStore};
-use enrollstream_ports::{ApplyOutcome, Change, Store, StoreError, StoredEvent};
+use enrollstream_ports::{ApplyOutcome, Change, Store, StoreError};
 use enrollstream_testkit::contract::store::fixtures::{application_history, new_quote};
 use enrollstream_testkit::testbed::Mongo;
-use mongodb::bson::{doc, to_bson, Bson, DateTime, Document};
+use mongodb::bson::{doc, Document};
 use mongodb::Client;
 
-fn log_entry(e: &StoredEvent) -> Document {
-    let date = |t: chrono::DateTime<chrono::Utc>| {
-        Bson::DateTime(DateTime::from_millis(t.timestamp_millis()))
-    };
-    doc! {
-        "_id": &e.event_id,
-        "entity_kind": e.entity_kind.as_str(),
-        "entity_id": &e.entity_id,
-        "version": e.version as i64,
-        "event_type": &e.event_type,
-        "occurred_at": date(e.occurred_at),
-        "envelope": to_bson(&e.envelope).expect("an envelope is BSON"),
-        "source": e.source.clone(),
-        "recorded_at": date(e.recorded_at),
-    }
+async fn entities(uri: &str, database: &str) -> mongodb::Collection<Document> {
+    Client::with_uri_str(uri)
+        .await
+        .expect("driver client")
+        .database(database)
+        .collection::<Document>("entities")
 }
 
-/// Step 1 of an apply, done by hand: the event log entry without its entity write.
-async fn interrupted_apply(uri: &str, database: &str, changes: &[Change]) {
-    let client = Client::with_uri_str(uri).await.expect("driver client");
-    let log = client
-        .database(database)
-        .collection::<Document>("event_log");
-    let entries: Vec<Document> = changes.iter().map(|c| log_entry(&c.event)).collect();
-    log.insert_many(entries)
-        .await
-        .expect("log entries inserted by hand");
+fn head_id(c: &Change) -> String {
+    format!("{}:{}", c.event.entity_kind.as_str(), c.event.entity_id)
 }
 
 fn outbox_ids(changes: &[Change]) -> Vec<String> {
@@ -59,123 +44,134 @@ fn event_ids(changes: &[Change]) -> Vec<String> {
     changes.iter().map(|c| c.event.event_id.clone()).collect()
 }
 
-#[tokio::test]
-async fn crash_between_log_and_entity_is_finished_by_redelivery() {
-    let database = fresh_database();
-    let store = connect(&server().uri(), &database).await;
-    let history = application_history();
-    let single = &history[..1];
-    interrupted_apply(&server().uri(), &database, single).await;
-
-    let e = &single[0].event;
-    assert!(
-        store
-            .applied(&event_ids(single))
-            .await
-            .expect("applied")
-            .is_empty(),
-        "a log entry alone is not applied"
-    );
-    assert!(
-        store
-            .event_log(e.entity_kind, &e.entity_id)
-            .await
-            .expect("event_log")
-            .is_empty(),
-        "nor visible in the log"
-    );
-    assert!(
-        !store
-            .wait_applied(&e.event_id, Duration::ZERO)
-            .await
-            .expect("wait_applied"),
-        "nor awaited as applied"
-    );
-
+/// Everything a reader sees of an entity is its last change, however its head stands.
+async fn assert_reads_last(store: &MongoStore, history: &[Change]) {
+    let last = history.last().expect("a history");
+    let e = &last.event;
+    let one = store
+        .entity(e.entity_kind, &e.entity_id)
+        .await
+        .expect("entity")
+        .expect("the entity exists");
+    let many = store
+        .entities(&[(e.entity_kind, e.entity_id.clone())])
+        .await
+        .expect("entities");
+    assert_eq!(many, vec![one.clone()], "entity and entities agree");
     assert_eq!(
-        store.apply(single).await.expect("apply"),
-        vec![ApplyOutcome::Applied],
-        "the redelivery finishes the apply"
-    );
-    assert_eq!(
-        store.apply(single).await.expect("apply"),
-        vec![ApplyOutcome::AlreadyApplied],
-        "and only once"
+        (one.version, &one.state, &one.last_event_id),
+        (e.version, &last.state, &e.event_id),
+        "reads give the last applied change"
     );
     assert_eq!(
         store
             .event_log(e.entity_kind, &e.entity_id)
             .await
             .expect("event_log"),
-        vec![e.clone()],
-        "one log entry"
-    );
-    assert_eq!(
-        pending_ids(&store).await,
-        outbox_ids(single),
-        "the outbox holds the messages once"
-    );
-
-    // The same for a batch whose slots were all claimed before the crash.
-    let rest = &history[1..];
-    interrupted_apply(&server().uri(), &database, rest).await;
-    assert_eq!(
-        store.apply(rest).await.expect("apply"),
-        vec![ApplyOutcome::Applied; rest.len()],
-        "a redelivered batch"
-    );
-    assert_eq!(
-        store.applied(&event_ids(&history)).await.expect("applied"),
-        event_ids(&history).into_iter().collect::<HashSet<_>>(),
-        "every event applied"
-    );
-    let log = store
-        .event_log(e.entity_kind, &e.entity_id)
-        .await
-        .expect("event_log");
-    assert_eq!(
-        log,
         history.iter().map(|c| c.event.clone()).collect::<Vec<_>>(),
-        "each event logged once"
-    );
-    assert_eq!(
-        pending_ids(&store).await,
-        outbox_ids(&history),
-        "each message recorded once"
+        "the log holds each change once"
     );
 }
 
-/// An interrupted apply computed on another state left the event at a slot its entity never
-/// reached: the change recomputed on the real state takes the entry over.
+/// An apply is one insert per change; a crash after it loses only the head write. The change
+/// is applied all the same, reads give it, its redelivery is AlreadyApplied and the next change
+/// builds on it.
 #[tokio::test]
-async fn interrupted_apply_at_another_version_is_taken_over() {
+async fn lost_head_write_loses_nothing() {
     let database = fresh_database();
     let store = connect(&server().uri(), &database).await;
-    let change = new_quote();
-    let mut stale = change.clone();
-    stale.event.version = 5;
-    stale.expected_version = 4;
-    interrupted_apply(&server().uri(), &database, std::slice::from_ref(&stale)).await;
+    let heads = entities(&server().uri(), &database).await;
+    let history = application_history();
+    assert_eq!(
+        store.apply(&history[..1]).await.expect("apply"),
+        vec![ApplyOutcome::Applied]
+    );
+    // The process died before the head write.
+    heads
+        .delete_one(doc! { "_id": head_id(&history[0]) })
+        .await
+        .expect("head removed by hand");
 
     assert_eq!(
         store
-            .apply(std::slice::from_ref(&change))
+            .applied(&event_ids(&history[..1]))
             .await
-            .expect("apply"),
-        vec![ApplyOutcome::Applied]
+            .expect("applied"),
+        event_ids(&history[..1]).into_iter().collect::<HashSet<_>>(),
+        "the change is applied without its head"
     );
-    let e = &change.event;
+    assert!(store
+        .wait_applied(&history[0].event.event_id, Duration::ZERO)
+        .await
+        .expect("wait_applied"));
+    assert_reads_last(&store, &history[..1]).await;
     assert_eq!(
-        store
-            .event_log(e.entity_kind, &e.entity_id)
-            .await
-            .expect("event_log"),
-        vec![e.clone()]
+        store.apply(&history[..1]).await.expect("apply"),
+        vec![ApplyOutcome::AlreadyApplied],
+        "a redelivery has nothing to finish"
     );
+    assert_eq!(pending_ids(&store).await, outbox_ids(&history[..1]));
+
+    // A whole batch whose heads were lost, then the next change on top of it.
     assert_eq!(
-        pending_ids(&store).await,
-        outbox_ids(std::slice::from_ref(&change))
+        store.apply(&history[1..3]).await.expect("apply"),
+        vec![ApplyOutcome::Applied; 2]
     );
+    heads
+        .delete_one(doc! { "_id": head_id(&history[0]) })
+        .await
+        .expect("head removed by hand");
+    assert_reads_last(&store, &history[..3]).await;
+    assert_eq!(
+        store.apply(&history[3..]).await.expect("apply"),
+        vec![ApplyOutcome::Applied],
+        "the next change builds on the log, not on the head"
+    );
+    assert_reads_last(&store, &history).await;
+    assert_eq!(pending_ids(&store).await, outbox_ids(&history));
+}
+
+/// A head put back to an older version (a late write on a server whose updates are not
+/// atomic) is completed from the log by every read, and a stale change is still refused.
+#[tokio::test]
+async fn head_that_fell_back_is_completed_from_the_log() {
+    let database = fresh_database();
+    let store = connect(&server().uri(), &database).await;
+    let heads = entities(&server().uri(), &database).await;
+    let history = application_history();
+    store.apply(&history[..1]).await.expect("apply");
+    let old_head = heads
+        .find_one(doc! { "_id": head_id(&history[0]) })
+        .await
+        .expect("read head")
+        .expect("the head exists");
+    store.apply(&history[1..]).await.expect("apply");
+    heads
+        .replace_one(doc! { "_id": head_id(&history[0]) }, old_head)
+        .await
+        .expect("head put back by hand");
+
+    assert_reads_last(&store, &history).await;
+    let mut stale = history[1].clone();
+    stale.event.event_id = enrollstream_domain::ids::new_id();
+    assert_eq!(
+        store.apply(&[stale]).await.expect("apply"),
+        vec![ApplyOutcome::Conflict { current_version: 4 }],
+        "a change built on the stale head conflicts with the log"
+    );
+    let quote = new_quote();
+    store
+        .apply(std::slice::from_ref(&quote))
+        .await
+        .expect("apply");
+    let found = store
+        .entities(&[
+            (EntityKind::Application, history[0].event.entity_id.clone()),
+            (EntityKind::Quote, quote.event.entity_id.clone()),
+        ])
+        .await
+        .expect("entities");
+    assert_eq!(found.len(), 2, "a batch read completes each head");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,8 +236,7 @@ fn unavailable<T: std::fmt::Debug>(what: &str, result: Result<T, StoreError>) {
 
 #[tokio::test]
 async fn mongodb_away_is_unavailable_then_nothing_is_duplicated() {
-    let mut mongo =
-        Mongo::start_persistent().unwrap_or_else(|e| panic!("nx-27017 must start: {e:#}"));
+    let mut mongo = Mongo::start().unwrap_or_else(|e| panic!("FerretDB must start: {e:#}"));
     let settings = MongoSettings {
         server_selection_timeout: Duration::from_millis(300),
         connect_timeout: Duration::from_millis(300),
@@ -262,7 +257,7 @@ async fn mongodb_away_is_unavailable_then_nothing_is_duplicated() {
     unavailable("pending_outbox", store.pending_outbox(10).await);
     mongo
         .resume()
-        .unwrap_or_else(|e| panic!("nx-27017 must come back: {e:#}"));
+        .unwrap_or_else(|e| panic!("FerretDB must come back: {e:#}"));
 
     // The runners retry an Unavailable apply; so does this test, until the server is selected.
     let mut attempts = 0;
@@ -298,4 +293,24 @@ async fn mongodb_away_is_unavailable_then_nothing_is_duplicated() {
         outbox_ids(&history),
         "each message recorded once across the outage"
     );
+}
+
+/// A database holding the read model of an earlier version (the outbox inside `entities`) is
+/// refused at start with what to do, never misread.
+#[tokio::test]
+async fn read_model_of_the_earlier_format_is_refused() {
+    let database = fresh_database();
+    entities(&server().uri(), &database)
+        .await
+        .insert_one(doc! { "_id": "quote:Q-1", "version": 1_i64, "outbox": [] })
+        .await
+        .expect("an entity of the earlier format");
+    match MongoStore::connect(&server().uri(), &database).await {
+        Err(StoreError::Fatal(reason)) => assert!(
+            reason.contains("enrollstream rebuild"),
+            "the refusal says what to do: {reason}"
+        ),
+        Err(other) => panic!("refused as Fatal, got {other}"),
+        Ok(_) => panic!("a read model of the earlier format must be refused"),
+    }
 }

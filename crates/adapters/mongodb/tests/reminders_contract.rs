@@ -1,10 +1,10 @@
-//! The reminder store contract against nx-27017, one test per case, each on a database of its
-//! own.
+//! The reminder store contract against the test bed's MongoDB-protocol server (FerretDB), one
+//! test per case, each on a database of its own.
 
 mod common;
 
 use common::{connect, fresh_database, server};
-use enrollstream_mongodb::reminders::COLLECTION;
+use enrollstream_mongodb::reminders::{COLLECTION, VERSIONS};
 use enrollstream_mongodb::MongoReminderStore;
 use enrollstream_ports::reminders::{EventOutcome, Fenced, ReminderStore};
 use enrollstream_ports::Store;
@@ -37,14 +37,13 @@ async fn concurrent_claims_from_two_clients_never_overlap() {
 /// State and leases survive a restart of the server itself, not only a new client.
 #[tokio::test]
 async fn state_and_leases_survive_a_restart() {
-    let mut server =
-        Mongo::start_persistent().unwrap_or_else(|e| panic!("nx-27017 must start: {e:#}"));
+    let mut server = Mongo::start().unwrap_or_else(|e| panic!("FerretDB must start: {e:#}"));
     let database = fresh_database();
     let leased = contract::durable_write(&connect_reminders(&server.uri(), &database).await).await;
     server.pause();
     server
         .resume()
-        .unwrap_or_else(|e| panic!("nx-27017 must restart: {e:#}"));
+        .unwrap_or_else(|e| panic!("FerretDB must restart: {e:#}"));
     contract::durable_read_back(&connect_reminders(&server.uri(), &database).await, &leased).await;
 }
 
@@ -64,33 +63,34 @@ async fn keeps_its_own_collection() {
     assert_eq!(kept.map(|r| r.attempts), Some(0));
 }
 
-/// The fields the claims query are what the module says: integers, left out when empty, and
-/// the applied event ids a plain array of strings.
+/// The documents are what the module says: times as dates, no nulls, the applied event ids a
+/// plain array of strings; every write a version of its own, the head a copy of the last.
 #[tokio::test]
-async fn documents_keep_times_as_integers_and_no_nulls() {
+async fn every_write_is_a_version_and_the_head_copies_the_last() {
     let database = fresh_database();
     let store = connect_reminders(&server().uri(), &database).await;
     contract::durable_write(&store).await;
-    let raw: Document = Client::with_uri_str(server().uri())
+    let db = Client::with_uri_str(server().uri())
         .await
         .expect("client")
-        .database(&database)
+        .database(&database);
+    let head: Document = db
         .collection::<Document>(COLLECTION)
         .find_one(doc! { "_id": "D-1" })
         .await
-        .expect("read the raw document")
-        .expect("the reminder document exists");
-    for field in ["next_due_at_ms", "lease_until_ms", "version"] {
+        .expect("read the head")
+        .expect("the head exists");
+    for field in ["next_due_at", "lease_until"] {
         assert!(
-            matches!(raw.get(field), Some(Bson::Int64(_) | Bson::Int32(_))),
-            "{field} is an integer: {raw}"
+            matches!(head.get(field), Some(Bson::DateTime(_))),
+            "{field} is a date: {head}"
         );
     }
     assert!(
-        raw.values().all(|v| !matches!(v, Bson::Null)),
-        "no null fields: {raw}"
+        head.values().all(|v| !matches!(v, Bson::Null)),
+        "no null fields: {head}"
     );
-    let ids = raw
+    let ids = head
         .get_document("state")
         .and_then(|s| s.get_array("applied_event_ids"))
         .expect("applied event ids");
@@ -98,6 +98,77 @@ async fn documents_keep_times_as_integers_and_no_nulls() {
         ids,
         &vec![Bson::from("D-1-started"), Bson::from("D-1-submitted")]
     );
+    // Started, submitted, claimed, attempt recorded, claimed again.
+    assert_eq!(head.get_i64("version").expect("version"), 5);
+    let versions = db.collection::<Document>(VERSIONS);
+    for v in 1..=5 {
+        let id = format!("D-1#{v}");
+        let version = versions
+            .find_one(doc! { "_id": &id })
+            .await
+            .expect("read a version")
+            .unwrap_or_else(|| panic!("version {id} is kept"));
+        assert_eq!(version.get_i64("version").expect("version"), v);
+        if v == 5 {
+            let mut copy = version.clone();
+            copy.insert("_id", "D-1");
+            copy.remove("application_id");
+            assert_eq!(copy, head, "the head is a copy of the last version");
+        }
+    }
+    assert!(versions
+        .find_one(doc! { "_id": "D-1#6" })
+        .await
+        .expect("read")
+        .is_none());
+}
+
+/// A writer that died between inserting a version and copying it to the head lost nothing: the
+/// next load finds the version, copies it, and claims and reads go on from it.
+#[tokio::test]
+async fn lost_head_copy_is_brought_back_by_the_next_load() {
+    let database = fresh_database();
+    let store = connect_reminders(&server().uri(), &database).await;
+    let heads = Client::with_uri_str(server().uri())
+        .await
+        .expect("client")
+        .database(&database)
+        .collection::<Document>(COLLECTION);
+    let policy = contract::policy();
+    store
+        .apply_event(
+            "L-1-sub",
+            &contract::broker_submission("L-1"),
+            contract::hours(0),
+            &policy,
+        )
+        .await
+        .expect("apply_event");
+    heads
+        .delete_one(doc! { "_id": "L-1" })
+        .await
+        .expect("head removed by hand");
+    let r = store
+        .get("L-1")
+        .await
+        .unwrap()
+        .expect("the version is there");
+    assert_eq!(r.next_due_at, Some(contract::hours(24)));
+    let now = contract::hours(24);
+    let claimed = store
+        .claim_due(now, now + chrono::Duration::minutes(2), "s1", 10)
+        .await
+        .expect("claim_due");
+    assert_eq!(claimed.len(), 1, "the head is back, so the claim finds it");
+    assert_eq!(
+        store
+            .record_attempt(&claimed[0], 1, now, None, &policy)
+            .await
+            .unwrap(),
+        Fenced::Applied
+    );
+    let r = store.get("L-1").await.unwrap().expect("reminder");
+    assert_eq!(r.attempts, 1);
 }
 
 /// Events of one application folded in at once through two clients: the version fence turns

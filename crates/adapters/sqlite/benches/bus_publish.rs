@@ -55,6 +55,7 @@ async fn run(callers: usize, each: usize) {
         name: TOPIC.into(),
         partitions: 6,
         replication: 1,
+        retention: None,
     };
     bus.ensure_topics(&[topic]).await.expect("topic");
 

@@ -3,6 +3,7 @@
 //! to the log and writes to the read model never wait for each other's lock.
 
 pub mod bus;
+pub mod credentials;
 pub mod reminders;
 pub mod store;
 

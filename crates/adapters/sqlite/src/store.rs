@@ -6,6 +6,8 @@
 //! and, thanks to WAL, never wait for a commit's fsync. A thread of its own copies the WAL back
 //! into the file (`Checkpointer`), so no write waits for a checkpoint either.
 
+mod fences;
+mod listing;
 mod read;
 mod readers;
 mod rows;
@@ -14,10 +16,11 @@ mod waiters;
 mod write;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use enrollstream_domain::EntityKind;
 use enrollstream_ports::{
-    ApplyOutcome, Change, EntityRecord, IdempotencyRecord, Reservation, Store, StoreError,
-    StoredEvent, StoredOutboxMessage,
+    ApplyOutcome, Change, EntityQuery, EntityRecord, IdempotencyRecord, Lease, Reservation, Store,
+    StoreError, StoredEvent, StoredOutboxMessage,
 };
 use rusqlite::Connection;
 use std::collections::HashSet;
@@ -162,6 +165,12 @@ impl Store for SqliteStore {
         self.read(move |conn| read::entities(conn, &keys)).await
     }
 
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityRecord>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| listing::list_entities(conn, &query))
+            .await
+    }
+
     async fn apply(&self, changes: &[Change]) -> Result<Vec<ApplyOutcome>, StoreError> {
         if changes.is_empty() {
             return Ok(Vec::new());
@@ -262,6 +271,48 @@ impl Store for SqliteStore {
 
     async fn check(&self) -> Result<(), StoreError> {
         self.read(sqlite::check).await
+    }
+
+    async fn park_outbox(
+        &self,
+        message: &StoredOutboxMessage,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (message, reason) = (message.clone(), reason.to_string());
+        self.write(move |_, conn| fences::park(conn, &message, &reason, at))
+            .await
+    }
+
+    async fn parked_outbox(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(StoredOutboxMessage, String)>, StoreError> {
+        self.read(move |conn| fences::parked(conn, limit)).await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.write(move |_, conn| fences::take_lease(conn, &name, &owner, until, now))
+            .await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.write(move |_, conn| fences::release_lease(conn, &name, &owner))
+            .await
+    }
+
+    async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> Result<Vec<Lease>, StoreError> {
+        let prefix = prefix.to_string();
+        self.read(move |conn| fences::leases(conn, &prefix, now))
+            .await
     }
 
     fn name(&self) -> &'static str {

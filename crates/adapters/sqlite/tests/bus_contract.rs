@@ -127,6 +127,7 @@ async fn log_and_offsets_survive_a_crash_and_offsets_continue() {
         name: "events".into(),
         partitions: 2,
         replication: 1,
+        retention: None,
     }])
     .await
     .expect("topics");
@@ -224,6 +225,7 @@ async fn unknown_topics_appear_on_first_use_and_existing_ones_keep_their_partiti
         name: "quotes".into(),
         partitions,
         replication: 1,
+        retention: None,
     };
     bus.ensure_topics(&[spec(2)]).await.expect("create");
     bus.ensure_topics(&[spec(6)])
@@ -256,6 +258,7 @@ async fn keys_land_in_kafkas_murmur2_partition() {
         name: "t".into(),
         partitions: 12,
         replication: 1,
+        retention: None,
     }])
     .await
     .expect("topics");
@@ -290,6 +293,7 @@ async fn commits_never_move_backwards() {
         name: "t".into(),
         partitions: 1,
         replication: 1,
+        retention: None,
     }])
     .await
     .expect("topics");
@@ -320,6 +324,7 @@ async fn a_dropped_member_hands_its_partitions_over_at_once() {
         name: "t".into(),
         partitions: 4,
         replication: 1,
+        retention: None,
     }])
     .await
     .expect("topics");
@@ -379,6 +384,7 @@ async fn a_poll_takes_a_share_of_every_partition() {
         name: "t".into(),
         partitions: 4,
         replication: 1,
+        retention: None,
     };
     bus.ensure_topics(&[topic]).await.expect("topics");
     let batch = (0..200)
@@ -411,6 +417,7 @@ async fn an_idle_member_is_woken_to_take_over() {
         name: "t".into(),
         partitions: 2,
         replication: 1,
+        retention: None,
     };
     bus.ensure_topics(&[topic]).await.expect("topics");
     let a = subscribe(bus.as_ref(), "g", "t", StartFrom::Committed).await;

@@ -141,6 +141,18 @@ pub fn describe(status: StatusCode, body: &str) -> String {
 /// A transport failure (timeout, refused or reset connection, broken body) is always worth a
 /// retry. The URL is stripped: it may carry a signature.
 pub fn transport_error(e: reqwest::Error) -> DeliveryError {
+    // A request that cannot even be built (a header value with a control character, say) will
+    // never be: the message goes to the DLQ at once, and the target, never called, is not
+    // blamed for it (no status: the circuit breaker does not count it).
+    if e.is_builder() {
+        return DeliveryError::Permanent {
+            status: None,
+            error: format!(
+                "the request cannot be built: {}",
+                error_chain(&e.without_url())
+            ),
+        };
+    }
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -213,6 +225,19 @@ mod tests {
         );
         assert_eq!(retry_after(&headers("soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_permanent() {
+        let error = reqwest::Client::new()
+            .post("http://127.0.0.1:9/")
+            .header("ce-subject", "A-1\r\nX-Injected: 1")
+            .send()
+            .await
+            .unwrap_err();
+        let classified = transport_error(error);
+        assert_eq!(classified.kind(), "rejected", "{classified}");
+        assert_eq!(classified.status(), None);
     }
 
     #[test]

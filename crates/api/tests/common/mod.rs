@@ -4,15 +4,17 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use chrono::{DateTime, Utc};
-use enrollstream_api::{router, ApiConfig, ApiState};
+use enrollstream_api::auth::{keys, AuthConfig, Scope};
+use enrollstream_api::{router, ApiConfig, ApiState, Authenticator};
 use enrollstream_domain::projection::project;
 use enrollstream_domain::routing::RoutingRules;
 use enrollstream_domain::CloudEvent;
 use enrollstream_ports::{
-    codec, Change, Clock, EventBus, HealthRegistry, ManualClock, StartFrom, Store, StoredEvent,
-    SubscriptionSpec, TopicNames, TopicSpec,
+    codec, ApiKeyRecord, Change, Clock, CredentialStore, EventBus, HealthRegistry, ManualClock,
+    StartFrom, Store, StoredEvent, SubscriptionSpec, TopicNames, TopicSpec,
 };
 use enrollstream_sqlite::bus::EmbeddedBus;
+use enrollstream_sqlite::credentials::SqliteCredentialStore;
 use enrollstream_sqlite::store::SqliteStore;
 use serde_json::Value;
 use std::sync::Arc;
@@ -24,7 +26,12 @@ pub const PROBLEM: &str = "application/problem+json";
 
 pub struct App {
     pub base: String,
+    /// Sends the admin key of `admin_key` with every request.
     pub http: reqwest::Client,
+    /// Sends no credential.
+    pub anonymous: reqwest::Client,
+    pub admin_key: String,
+    pub keys: Arc<SqliteCredentialStore>,
     pub store: Arc<SqliteStore>,
     pub bus: Arc<EmbeddedBus>,
     pub clock: ManualClock,
@@ -46,7 +53,19 @@ impl App {
         config: ApiConfig,
         metrics: Arc<dyn Fn() -> String + Send + Sync>,
     ) -> Self {
+        Self::spawn_with_auth(config, AuthConfig::default(), metrics).await
+    }
+
+    /// The API with authentication on, its keys in `credentials.db` of the temp dir, and an
+    /// `admin` key that `http` sends with every request.
+    pub async fn spawn_with_auth(
+        config: ApiConfig,
+        auth: AuthConfig,
+        metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let keys = Arc::new(SqliteCredentialStore::open(dir.path()).expect("open credentials"));
+        let admin_key = create_key(keys.as_ref(), "test-admin", &[Scope::Admin]).await;
         let store = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
         let bus = Arc::new(EmbeddedBus::open(dir.path(), 3).expect("open bus"));
         let topics: Vec<TopicSpec> = TopicNames::default()
@@ -56,12 +75,18 @@ impl App {
                 name,
                 partitions: 3,
                 replication: 1,
+                retention: None,
             })
             .collect();
         bus.ensure_topics(&topics).await.expect("topics");
         let clock = ManualClock::new(start_time());
         let health = HealthRegistry::default();
+        let authenticator =
+            Authenticator::new(config.auth, &auth, keys.clone(), Arc::new(clock.clone()))
+                .await
+                .expect("authenticator");
         let state = ApiState {
+            auth: Arc::new(authenticator),
             store: store.clone(),
             bus: bus.clone(),
             clock: Arc::new(clock.clone()),
@@ -74,12 +99,22 @@ impl App {
             .await
             .expect("bind");
         let addr = listener.local_addr().unwrap();
+        let header_read_timeout = config.limits.header_read_timeout;
         tokio::spawn(async move {
-            axum::serve(listener, router(state)).await.expect("serve");
+            enrollstream_api::server::serve(
+                listener,
+                router(state),
+                header_read_timeout,
+                std::future::pending(),
+            )
+            .await;
         });
         Self {
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: client_with_key(&admin_key),
+            anonymous: reqwest::Client::new(),
+            admin_key,
+            keys,
             store,
             bus,
             clock,
@@ -87,6 +122,11 @@ impl App {
             config,
             _dir: dir,
         }
+    }
+
+    /// A new key with `scopes`, as `enrollstream api-key create` makes one.
+    pub async fn key(&self, name: &str, scopes: &[Scope]) -> String {
+        create_key(self.keys.as_ref(), name, scopes).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -247,6 +287,33 @@ impl App {
         self.project().await;
         body["quote_id"].as_str().unwrap().to_string()
     }
+}
+
+pub async fn create_key(store: &dyn CredentialStore, name: &str, scopes: &[Scope]) -> String {
+    let key = keys::generate();
+    let record = ApiKeyRecord {
+        name: name.to_string(),
+        hash: keys::hash(&key),
+        scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+        created_at: start_time(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.create_api_key(&record).await.expect("create key");
+    key
+}
+
+/// A client that sends `key` as `Authorization: Bearer` with every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 pub fn broker_submission() -> Value {

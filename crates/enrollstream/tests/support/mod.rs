@@ -2,6 +2,8 @@
 //! over HTTP, zero2prod style. Every wait is a condition polled against a deadline.
 #![allow(dead_code)]
 
+pub mod load;
+
 use enrollstream_ports::{EventBus, InboundMessage, StartFrom, SubscriptionSpec};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,20 +15,134 @@ pub struct TestApp {
     child: Option<Child>,
     pub base_url: String,
     pub data_dir: PathBuf,
+    /// Sends `key` (an `admin` key made by `enrollstream api-key create`) with every request.
     pub client: reqwest::Client,
+    pub key: String,
+}
+
+/// The flags of `extra_args` that every command takes (where the data and the engines are).
+fn global_args<'a>(extra_args: &[&'a str]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut args = extra_args.iter();
+    while let Some(arg) = args.next() {
+        if ["--config", "--kafka-brokers", "--mongodb-uri"].contains(arg) {
+            out.push(*arg);
+            out.extend(args.next().copied());
+        }
+    }
+    out
+}
+
+/// Run `enrollstream api-key create` as an operator would, and return what it printed on
+/// stdout: the key alone.
+pub fn create_key(data_dir: &Path, extra_args: &[&str], name: &str, scopes: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_enrollstream"));
+    command
+        .args(["api-key", "create", "--name", name, "--data-dir"])
+        .arg(data_dir)
+        .args(global_args(extra_args));
+    for scope in scopes {
+        command.args(["--scope", scope]);
+    }
+    let output = command.output().expect("enrollstream api-key create runs");
+    assert!(
+        output.status.success(),
+        "api-key create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let key = stdout.trim_end_matches('\n');
+    assert!(
+        key.starts_with("es_") && !key.contains('\n'),
+        "stdout holds the key and nothing else: {stdout:?}"
+    );
+    key.to_string()
+}
+
+/// Run `enrollstream api-key ARGS…` on `data_dir`; its exit status and stdout.
+pub fn api_key(data_dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_enrollstream"))
+        .arg("api-key")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("enrollstream api-key runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// A client that sends `key` as `Authorization: Bearer` with every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}")
+            .parse()
+            .expect("a key is a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 impl TestApp {
-    /// Start `enrollstream serve` with all roles on `data_dir`; panics with the process output if it
-    /// does not come up.
+    /// Start `enrollstream serve` with all roles on `data_dir`, after creating an `admin` key
+    /// for it; panics with the process output if it does not come up.
     pub fn spawn(data_dir: &Path, extra_args: &[&str]) -> Self {
+        let name = format!("test-admin-{}", uuid::Uuid::new_v4().simple());
+        let key = create_key(data_dir, extra_args, &name, &["admin"]);
+        // These tests drive load through one key to test the pipeline; the limits have tests
+        // of their own (tests/limits.rs), which set the rate they test.
+        Self::spawn_with(
+            data_dir,
+            extra_args,
+            key,
+            &[("ENROLLSTREAM_API__LIMITS__RATE_PER_SECOND", "0")],
+        )
+    }
+
+    /// Start `enrollstream serve` with `envs`, whose `client` sends `key`.
+    pub fn spawn_with(
+        data_dir: &Path,
+        extra_args: &[&str],
+        key: String,
+        envs: &[(&str, &str)],
+    ) -> Self {
+        Self::start(data_dir, extra_args, key, envs, Stdio::inherit())
+    }
+
+    /// The same, with the process's log (stderr) written to `log`.
+    pub fn spawn_logged(
+        data_dir: &Path,
+        extra_args: &[&str],
+        key: String,
+        envs: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::start(data_dir, extra_args, key, envs, Stdio::from(file))
+    }
+
+    fn start(
+        data_dir: &Path,
+        extra_args: &[&str],
+        key: String,
+        envs: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_enrollstream"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra_args)
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the enrollstream binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -50,10 +166,8 @@ impl TestApp {
             child: Some(child),
             base_url,
             data_dir: data_dir.to_path_buf(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            client: client_with_key(&key),
+            key,
         }
     }
 

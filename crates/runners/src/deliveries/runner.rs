@@ -120,6 +120,7 @@ impl Setup<'_> {
                 name,
                 partitions: settings.dlq_partitions,
                 replication: settings.dlq_replication,
+                retention: None,
             })
             .collect();
         loop {

@@ -75,6 +75,75 @@ impl DeliverySettings {
         format!("{topic}.{}{}", topic_safe(target), self.dlq_suffix)
     }
 
+    /// Bounds that keep a runner working: zero batches or in-flight limits would stall it or
+    /// make it spin. `section` names the settings in errors (`deliveries.salesforce.delivery`).
+    pub fn validate(&self, section: &str) -> Result<(), String> {
+        let r = &self.retry;
+        let b = &self.breaker;
+        let checks = [
+            (
+                (1..=1024).contains(&self.concurrency),
+                "concurrency must be between 1 and 1024",
+            ),
+            (
+                self.max_in_flight >= 1 && self.max_in_flight <= 1_000_000,
+                "max_in_flight must be between 1 and 1000000",
+            ),
+            (
+                (1..=10_000).contains(&self.poll_batch),
+                "poll_batch must be between 1 and 10000",
+            ),
+            (
+                !self.poll_wait.is_zero(),
+                "poll_wait must be more than zero",
+            ),
+            (
+                !self.commit_interval.is_zero(),
+                "commit_interval must be more than zero",
+            ),
+            (
+                (1..=1000).contains(&r.max_attempts),
+                "retry.max_attempts must be between 1 and 1000",
+            ),
+            (
+                !r.initial_backoff.is_zero(),
+                "retry.initial_backoff must be more than zero",
+            ),
+            (
+                r.max_backoff >= r.initial_backoff,
+                "retry.max_backoff must be at least retry.initial_backoff",
+            ),
+            (
+                b.failure_threshold >= 1,
+                "breaker.failure_threshold must be at least 1",
+            ),
+            (
+                !b.open_for.is_zero(),
+                "breaker.open_for must be more than zero",
+            ),
+            (
+                b.max_open_for >= b.open_for,
+                "breaker.max_open_for must be at least breaker.open_for",
+            ),
+            (
+                !self.pause_probe_interval.is_zero(),
+                "pause_probe_interval must be more than zero",
+            ),
+            (
+                !self.topics.is_empty(),
+                "topics must name at least one topic",
+            ),
+            (
+                !self.event_types.is_empty(),
+                "event_types must name at least one type",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err(format!("{section}.{why}")),
+            None => Ok(()),
+        }
+    }
+
     /// Every dead-letter topic of this runner (for provisioning).
     pub fn dlq_topics(&self, target: &str) -> Vec<String> {
         self.topics
@@ -177,5 +246,25 @@ mod tests {
         assert_eq!(s.retry.max_backoff, Duration::from_secs(120));
         assert_eq!(s.breaker.open_for, Duration::from_secs(60));
         assert_eq!(s.max_in_flight, 1000);
+    }
+
+    #[test]
+    fn bounds_that_would_stall_a_runner_are_refused() {
+        assert!(DeliverySettings::default().validate("d").is_ok());
+        let stalled = DeliverySettings {
+            max_in_flight: 0,
+            ..DeliverySettings::default()
+        };
+        assert_eq!(
+            stalled
+                .validate("deliveries.salesforce.delivery")
+                .unwrap_err(),
+            "deliveries.salesforce.delivery.max_in_flight must be between 1 and 1000000"
+        );
+        let spinning = DeliverySettings {
+            poll_batch: 0,
+            ..DeliverySettings::default()
+        };
+        assert!(spinning.validate("d").unwrap_err().contains("poll_batch"));
     }
 }

@@ -14,7 +14,7 @@ use super::guard::{Guard, Role};
 use super::lanes::LaneKey;
 use super::settings::DeliverySettings;
 use crate::backoff::Backoff;
-use crate::dead_letter::{dead_letter_message, DeadLetter, ATTEMPTS};
+use crate::dead_letter::{dead_letter_message, publish_dead_letters, DeadLetter, ATTEMPTS};
 
 /// Header naming the target a dead letter was meant for.
 pub const DLQ_TARGET: &str = "dlq_target";
@@ -163,8 +163,8 @@ async fn dead_letter(
     let dead = dead_letter_message(message, &ctx.group, &why);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
-        match ctx.publisher.publish(&topic, vec![dead.clone()]).await {
-            Ok(()) => break,
+        match publish_dead_letters(ctx.publisher.as_ref(), &topic, vec![dead.clone()]).await {
+            Ok(_) => break,
             Err(e) => {
                 // The bus, not the target, is away: real time, like every other bus retry.
                 tracing::warn!(%topic, error = %e, "dead-letter publish failed, retrying");

@@ -11,7 +11,7 @@ use enrollstream_domain::notification::{
     parse_targets, NotificationData, EXT_TARGETS, NOTIFICATION,
 };
 use enrollstream_domain::routing::LEAD_MANAGEMENT;
-use enrollstream_ports::{codec, EventBus, HealthRegistry, InboundMessage, Publisher};
+use enrollstream_ports::{codec, BusError, EventBus, HealthRegistry, InboundMessage, Publisher};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +51,16 @@ impl Default for LeadProducerSettings {
 }
 
 impl LeadProducerSettings {
+    pub fn validate(&self, section: &str) -> Result<(), String> {
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(format!("{section}.batch_size must be between 1 and 10000"));
+        }
+        if self.event_types.is_empty() {
+            return Err(format!("{section}.event_types must name at least one type"));
+        }
+        Ok(())
+    }
+
     fn wants(&self, event_type: &str) -> bool {
         self.event_types.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => event_type.starts_with(prefix),
@@ -103,30 +113,52 @@ impl BatchHandler for LeadProducer {
             }
             let mut out = codec::encode(&lead_event(&n, &event));
             out.key = n.entity_id.clone();
-            leads.push(out);
+            leads.push((i, out));
         }
-        if !leads.is_empty() {
-            let count = leads.len() as u64;
-            // One call for the batch: per-key order is kept within it.
-            self.publisher
-                .publish(&self.settings.output_topic, leads)
-                .await
-                .map_err(|e| Retry(format!("publish to {}: {e}", self.settings.output_topic)))?;
-            metrics::counter!("enrollstream_leads_published_total").increment(count);
+        if leads.is_empty() {
+            return Ok(outcomes);
         }
+        let topic = &self.settings.output_topic;
+        let count = leads.len() as u64;
+        let retry = |e| Retry(format!("publish to {topic}: {e}"));
+        // One call for the batch: per-key order is kept within it.
+        let batch = leads.iter().map(|(_, m)| m.clone()).collect();
+        match self.publisher.publish(topic, batch).await {
+            Ok(()) => {}
+            // A lead the bus refuses for good fails the call: one by one, the refused lead's
+            // notification is dead-lettered and the others go out (again, with their ids).
+            Err(BusError::Fatal(why)) => {
+                tracing::warn!(%topic, error = %why, "the bus refused a batch of leads; publishing one by one");
+                for (i, lead) in leads {
+                    match self.publisher.publish(topic, vec![lead]).await {
+                        Ok(()) => {}
+                        Err(BusError::Fatal(why)) => {
+                            outcomes[i] =
+                                Outcome::DeadLetter(DeadLetter::new("refused_by_bus", why))
+                        }
+                        Err(e) => return Err(retry(e)),
+                    }
+                }
+            }
+            Err(e) => return Err(retry(e)),
+        }
+        metrics::counter!("enrollstream_leads_published_total").increment(count);
         Ok(outcomes)
     }
 }
 
 /// Run the lead producer until `shutdown`.
+/// Dead letters go to `<topic><dlq_suffix>` (`topics.dlq_suffix`).
 pub async fn run_producer(
     bus: Arc<dyn EventBus>,
     settings: LeadProducerSettings,
+    dlq_suffix: String,
     health: HealthRegistry,
     shutdown: CancellationToken,
 ) {
     let mut consumer = ConsumerSettings::new(&settings.group, settings.topics.clone());
     consumer.batch_size = settings.batch_size;
+    consumer.dlq_suffix = dlq_suffix;
     ConsumerLoop {
         handler: LeadProducer {
             publisher: bus.publisher(),

@@ -10,6 +10,7 @@ use enrollstream_ports::{codec, Clock, EventBus, HealthRegistry, InboundMessage,
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::{Position, ProjectorGate, Verdict};
 use super::ReminderConfig;
 use crate::consumer::{BatchHandler, ConsumerLoop, ConsumerSettings, Outcome, Retry};
 use crate::dead_letter::DeadLetter;
@@ -20,6 +21,9 @@ pub struct ReminderConsumer {
     store: Arc<dyn ReminderStore>,
     policy: ReminderPolicy,
     clock: Arc<dyn Clock>,
+    /// The projector's verdicts (`gate`); `None` folds every valid event, for tests of the
+    /// reminder timers alone.
+    gate: Option<ProjectorGate>,
 }
 
 impl ReminderConsumer {
@@ -27,11 +31,13 @@ impl ReminderConsumer {
         store: Arc<dyn ReminderStore>,
         config: &ReminderConfig,
         clock: Arc<dyn Clock>,
+        gate: Option<ProjectorGate>,
     ) -> Self {
         Self {
             store,
             policy: config.policy(),
             clock,
+            gate,
         }
     }
 }
@@ -52,26 +58,47 @@ fn decode(message: &InboundMessage) -> Result<Option<(CloudEvent, ApplicationEve
 #[async_trait]
 impl BatchHandler for ReminderConsumer {
     async fn handle(&mut self, batch: &[InboundMessage]) -> Result<Vec<Outcome>, Retry> {
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for message in batch {
-            let (envelope, event) = match decode(message) {
-                Ok(Some(decoded)) => decoded,
-                Ok(None) => {
-                    outcomes.push(Outcome::Done);
-                    continue;
-                }
-                Err(why) => {
-                    outcomes.push(Outcome::DeadLetter(why));
-                    continue;
-                }
-            };
+        let mut outcomes = vec![Outcome::Done; batch.len()];
+        let mut relevant = Vec::new();
+        for (i, message) in batch.iter().enumerate() {
+            match decode(message) {
+                Ok(Some((envelope, event))) => relevant.push((i, envelope, event)),
+                Ok(None) => {}
+                Err(why) => outcomes[i] = Outcome::DeadLetter(why),
+            }
+        }
+        if relevant.is_empty() {
+            return Ok(outcomes);
+        }
+        let verdicts = match &self.gate {
+            Some(gate) => {
+                let positions: Vec<Position> = relevant
+                    .iter()
+                    .map(|(i, envelope, _)| Position {
+                        key: envelope.key(),
+                        topic: batch[*i].topic.clone(),
+                        partition: batch[*i].partition,
+                        offset: batch[*i].offset,
+                    })
+                    .collect();
+                gate.verdicts(&positions).await.map_err(Retry)?
+            }
+            None => vec![Verdict::Accepted; relevant.len()],
+        };
+        for ((_, envelope, event), verdict) in relevant.iter().zip(verdicts) {
+            if verdict == Verdict::Refused {
+                tracing::info!(event_id = %envelope.id, source = %envelope.source, "the projector refused this event; reminders ignore it");
+                metrics::counter!("enrollstream_reminder_events_total", "outcome" => "refused_by_projector")
+                    .increment(1);
+                continue;
+            }
             // When it happened, as the producer saw it; never in our future, so a skewed
             // producer clock cannot push the first reminder out.
             let now = self.clock.now();
             let at = envelope.time.map_or(now, |t| t.min(now));
             let outcome = self
                 .store
-                .apply_event(&envelope.id, &event, at, &self.policy)
+                .apply_event(&envelope.key(), event, at, &self.policy)
                 .await
                 .map_err(|e| Retry(format!("reminder store: {e}")))?;
             let label = match outcome {
@@ -81,19 +108,17 @@ impl BatchHandler for ReminderConsumer {
             };
             metrics::counter!("enrollstream_reminder_events_total", "outcome" => label)
                 .increment(1);
-            outcomes.push(Outcome::Done);
         }
         Ok(outcomes)
     }
 }
 
-/// Run the reminder consumer on the enrollment events topic until `shutdown`.
+/// Run the reminder consumer (built with [`ReminderConsumer::new`]) on the enrollment events
+/// topic until `shutdown`.
 pub async fn run_consumer(
     bus: Arc<dyn EventBus>,
-    store: Arc<dyn ReminderStore>,
-    config: ReminderConfig,
+    consumer: ReminderConsumer,
     topics: TopicNames,
-    clock: Arc<dyn Clock>,
     health: HealthRegistry,
     shutdown: CancellationToken,
 ) {
@@ -101,7 +126,7 @@ pub async fn run_consumer(
     settings.dlq_suffix = topics.dlq_suffix;
     ConsumerLoop {
         bus,
-        handler: ReminderConsumer::new(store, &config, clock),
+        handler: consumer,
         settings,
         health,
         shutdown,

@@ -19,7 +19,9 @@ use enrollstream_ports::{
     codec, Clock, EventBus, HealthRegistry, InboundMessage, ManualClock, StartFrom,
     SubscriptionSpec, TopicNames, TopicSpec,
 };
-use enrollstream_runners::reminders::{run_consumer, Progress, ReminderConfig, Scheduler};
+use enrollstream_runners::reminders::{
+    run_consumer, Progress, ReminderConfig, ReminderConsumer, Scheduler,
+};
 use enrollstream_sqlite::bus::EmbeddedBus;
 use enrollstream_sqlite::reminders::SqliteReminderStore;
 use enrollstream_testkit::testbed::Smtp;
@@ -79,6 +81,7 @@ impl Harness {
             name,
             partitions: 3,
             replication: 1,
+            retention: None,
         })
         .collect();
         bus.ensure_topics(&specs).await.expect("topics");
@@ -98,10 +101,15 @@ impl Harness {
         };
         let consumer = run_consumer(
             harness.bus.clone(),
-            harness.store.clone(),
-            config(),
+            // No projector here: these tests are about the timers; the binary's tests cover
+            // the projector's verdicts.
+            ReminderConsumer::new(
+                harness.store.clone(),
+                &config(),
+                Arc::new(harness.clock.clone()),
+                None,
+            ),
             harness.topics.clone(),
-            Arc::new(harness.clock.clone()),
             harness.health.clone(),
             harness.shutdown.clone(),
         );

@@ -39,6 +39,7 @@ async fn create_topic(bus: &dyn EventBus, name: &str, partitions: i32) {
         name: name.to_string(),
         partitions,
         replication: 1,
+        retention: None,
     };
     bus.ensure_topics(&[spec])
         .await

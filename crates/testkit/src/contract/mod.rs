@@ -3,6 +3,8 @@
 //! such as Kafka with its group joins, runs them in parallel).
 
 pub mod bus;
+pub mod credentials;
+pub mod listing;
 pub mod reminders;
 pub mod store;
 
@@ -18,6 +20,7 @@ macro_rules! store_contract_tests {
             version_conflict_writes_nothing,
             batch_chains_versions,
             refused_change_does_not_block_batch,
+            unwritable_change_is_refused_alone,
             applied_is_the_applied_subset,
             entities_are_the_existing_subset,
             outbox_in_creation_order,
@@ -29,6 +32,33 @@ macro_rules! store_contract_tests {
             idempotency_reservations,
             reset_keeps_idempotency,
             check_and_name,
+            leases_fence_one_owner_at_a_time,
+            parked_outbox_is_kept_once,
+        );
+    };
+}
+
+/// The same for the credential store contract.
+#[macro_export]
+macro_rules! credential_contract_tests {
+    ($store:ident, $pat:pat = $init:expr) => {
+        $crate::contract_tests!(credentials, $store, $pat = $init;
+            create_then_find_by_hash,
+            names_are_never_reused,
+            revoke_once_and_keep_the_record,
+            list_by_name,
+            last_use_only_moves_forward,
+        );
+    };
+}
+
+/// The same for the listing queries of the store (`Store::list_entities`).
+#[macro_export]
+macro_rules! listing_contract_tests {
+    ($store:ident, $pat:pat = $init:expr) => {
+        $crate::contract_tests!(listing, $store, $pat = $init;
+            filters_by_status_and_broker_in_id_order,
+            pages_follow_the_cursor,
         );
     };
 }

@@ -263,6 +263,85 @@ pub async fn refused_change_does_not_block_batch(store: &dyn Store) {
     );
 }
 
+/// A change the store can never write (see `fixtures::unwritable_histories`) is refused on its
+/// own, with nothing of it written, and so is the next change of its entity, computed on top of
+/// it; the other changes of the call apply. A store that can write such a change applies it and
+/// reads it back exactly.
+pub async fn unwritable_change_is_refused_alone(store: &dyn Store) {
+    for (what, unwritable) in fixtures::unwritable_histories() {
+        let before = new_quote();
+        let after = new_quote();
+        let batch = vec![
+            before.clone(),
+            unwritable[0].clone(),
+            after.clone(),
+            unwritable[1].clone(),
+        ];
+        let outcomes = apply(store, &batch).await;
+        assert_eq!(
+            (&outcomes[0], &outcomes[2]),
+            (&ApplyOutcome::Applied, &ApplyOutcome::Applied),
+            "{what}: the other changes of the batch apply, got {outcomes:?}"
+        );
+        assert_read_back(store, std::slice::from_ref(&before)).await;
+        assert_read_back(store, std::slice::from_ref(&after)).await;
+        let e = &unwritable[0].event;
+        match &outcomes[1] {
+            ApplyOutcome::Applied => {
+                assert_eq!(
+                    outcomes[3],
+                    ApplyOutcome::Applied,
+                    "{what}: a change chained onto an applied one applies"
+                );
+                assert_read_back(store, &unwritable).await;
+            }
+            ApplyOutcome::Refused { reason } => {
+                assert!(!reason.is_empty(), "{what}: a refusal says why");
+                assert_eq!(
+                    outcomes[3],
+                    ApplyOutcome::Conflict { current_version: 0 },
+                    "{what}: a change computed on top of a refused one is a conflict"
+                );
+                assert_eq!(
+                    ok("entity", store.entity(e.entity_kind, &e.entity_id).await),
+                    None,
+                    "{what}: a refused change must not create its entity"
+                );
+                assert!(
+                    ok(
+                        "event_log",
+                        store.event_log(e.entity_kind, &e.entity_id).await
+                    )
+                    .is_empty(),
+                    "{what}: a refused change must not reach the event log"
+                );
+                let ids: Vec<String> = unwritable
+                    .iter()
+                    .map(|c| c.event.event_id.clone())
+                    .collect();
+                assert!(
+                    ok("applied", store.applied(&ids).await).is_empty(),
+                    "{what}: a refused change is not applied"
+                );
+            }
+            other => panic!("{what}: an unwritable change is applied or refused, got {other:?}"),
+        }
+        let mut expected = outbox_ids(&[&before, &after]);
+        if outcomes[1] == ApplyOutcome::Applied {
+            expected = outbox_ids(&[&before, &unwritable[0], &after, &unwritable[1]]);
+        }
+        let mut pending_now = pending_ids(&pending(store).await);
+        let mut expected_sorted = expected.clone();
+        pending_now.sort();
+        expected_sorted.sort();
+        assert_eq!(
+            pending_now, expected_sorted,
+            "{what}: only the written changes' outbox messages are pending"
+        );
+        ok("mark_published", store.mark_published(&expected).await);
+    }
+}
+
 /// `applied` answers exactly the subset of ids that are in the read model.
 pub async fn applied_is_the_applied_subset(store: &dyn Store) {
     let a = application_history();
@@ -706,5 +785,121 @@ pub async fn durable_read_back(store: &dyn Store, written: &Durable) {
             ..written.record.clone()
         })),
         "idempotency records survive a restart"
+    );
+}
+
+/// A lease goes to one owner at a time until it expires or is released; `leases` lists the
+/// live ones under a prefix.
+pub async fn leases_fence_one_owner_at_a_time(store: &dyn Store) {
+    let now = fixtures::now();
+    let later = now + chrono::Duration::seconds(30);
+    assert_eq!(
+        ok(
+            "take_lease",
+            store.take_lease("fence/a", "one", later, now).await
+        ),
+        None,
+        "a free lease is taken"
+    );
+    let held = ok(
+        "take_lease",
+        store.take_lease("fence/a", "two", later, now).await,
+    )
+    .expect("a held lease is refused to another owner");
+    assert_eq!(
+        (held.owner.as_str(), held.until),
+        ("one", later),
+        "the holder is named"
+    );
+    assert_eq!(
+        ok(
+            "take_lease",
+            store
+                .take_lease("fence/a", "one", later + chrono::Duration::seconds(5), now)
+                .await
+        ),
+        None,
+        "its owner renews it"
+    );
+    let after = later + chrono::Duration::seconds(10);
+    assert_eq!(
+        ok(
+            "take_lease",
+            store
+                .take_lease(
+                    "fence/a",
+                    "two",
+                    after + chrono::Duration::seconds(30),
+                    after
+                )
+                .await
+        ),
+        None,
+        "an expired lease goes to whoever asks"
+    );
+    ok(
+        "take_lease",
+        store.take_lease("fence/b", "three", later, now).await,
+    );
+    ok(
+        "take_lease",
+        store.take_lease("other", "four", later, now).await,
+    );
+    let live = ok("leases", store.leases("fence/", now).await);
+    let names: Vec<&str> = live.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["fence/a", "fence/b"],
+        "live leases under the prefix"
+    );
+    assert!(
+        ok(
+            "leases",
+            store
+                .leases("fence/", later + chrono::Duration::seconds(1))
+                .await
+        )
+        .iter()
+        .all(|l| l.name == "fence/a"),
+        "an expired lease is not listed"
+    );
+    ok("release_lease", store.release_lease("fence/a", "one").await);
+    assert_eq!(
+        ok("leases", store.leases("fence/a", now).await).len(),
+        1,
+        "only its owner releases a lease"
+    );
+    ok("release_lease", store.release_lease("fence/a", "two").await);
+    assert!(
+        ok("leases", store.leases("fence/a", now).await).is_empty(),
+        "a released lease is free"
+    );
+}
+
+/// A parked outbox message is kept whole with its reason, once however often it is parked.
+pub async fn parked_outbox_is_kept_once(store: &dyn Store) {
+    let change = new_quote();
+    apply_all(store, std::slice::from_ref(&change)).await;
+    let message = pending(store).await.remove(0);
+    ok(
+        "park_outbox",
+        store
+            .park_outbox(
+                &message,
+                "message_too_large: 2000000 bytes",
+                fixtures::now(),
+            )
+            .await,
+    );
+    ok(
+        "park_outbox",
+        store.park_outbox(&message, "again", fixtures::now()).await,
+    );
+    let parked = ok("parked_outbox", store.parked_outbox(10).await);
+    assert_eq!(parked.len(), 1, "parked once");
+    assert_eq!(parked[0].0, message, "parked whole");
+    assert_eq!(
+        parked[0].1, "message_too_large: 2000000 bytes",
+        "with the first reason"
     );
 }

@@ -1,5 +1,5 @@
-//! Where the component binaries are: the variables of `scripts/testbed/env.sh` first, then the
-//! install script's default location, then `PATH`.
+//! Where the components are: the variables of `scripts/testbed/env.sh` first, then the install
+//! script's default location, then `PATH`.
 
 use std::env;
 use std::path::PathBuf;
@@ -9,28 +9,61 @@ use anyhow::{anyhow, ensure};
 pub(crate) const INSTALL_HINT: &str = "install the test components with \
     `bash scripts/testbed/install.sh` (`bash scripts/test` runs it before the tests)";
 
-pub(crate) fn tansu() -> anyhow::Result<PathBuf> {
-    let cache = env::var_os("ENROLLSTREAM_CACHE")
+/// Versions that `scripts/testbed/install.sh` installs, and so the default cache paths.
+const KAFKA_VERSION: &str = "4.1.1";
+const FERRETDB_VERSION: &str = "1.24.2";
+
+fn cache() -> Option<PathBuf> {
+    env::var_os("ENROLLSTREAM_CACHE")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .or_else(|| {
-            env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/enrollstream"))
-        });
-    let default = cache.map(|cache| cache.join("tansu-0.6.0-libsql/bin/tansu"));
-    resolve(
-        "tansu (Kafka-protocol broker)",
-        "ENROLLSTREAM_TANSU_BIN",
-        default,
-        "tansu",
-    )
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/enrollstream")))
 }
 
-pub(crate) fn nx27017() -> anyhow::Result<PathBuf> {
+/// An installed Apache Kafka: its jars, its log configuration and a formatted storage template.
+pub(crate) struct KafkaHome {
+    pub java: PathBuf,
+    pub lib: PathBuf,
+    pub log4j: PathBuf,
+    pub logdir_template: PathBuf,
+    /// Class data sharing archive of a broker start, written by the install; absent in an
+    /// install from before it, which then starts without one.
+    pub class_archive: PathBuf,
+}
+
+pub(crate) fn kafka() -> anyhow::Result<KafkaHome> {
+    let home = match env::var_os("ENROLLSTREAM_KAFKA_HOME").filter(|path| !path.is_empty()) {
+        Some(home) => PathBuf::from(home),
+        None => cache()
+            .map(|cache| cache.join(format!("kafka-{KAFKA_VERSION}")))
+            .ok_or_else(|| {
+                anyhow!(
+                    "Apache Kafka: neither ENROLLSTREAM_KAFKA_HOME nor HOME is set; {INSTALL_HINT}"
+                )
+            })?,
+    };
+    ensure!(
+        home.join(".complete").is_file(),
+        "Apache Kafka {KAFKA_VERSION} is not installed in {} (no .complete marker); {INSTALL_HINT}",
+        home.display()
+    );
+    Ok(KafkaHome {
+        java: resolve("java (17 or newer)", "ENROLLSTREAM_JAVA", None, "java")?,
+        lib: home.join("lib"),
+        log4j: home.join("log4j2.properties"),
+        logdir_template: home.join("logdir-template"),
+        class_archive: home.join("kafka.jsa"),
+    })
+}
+
+pub(crate) fn ferretdb() -> anyhow::Result<PathBuf> {
+    let default =
+        cache().map(|cache| cache.join(format!("ferretdb-{FERRETDB_VERSION}/bin/ferretdb")));
     resolve(
-        "nx-27017 (MongoDB-protocol server)",
-        "ENROLLSTREAM_NX27017_BIN",
-        None,
-        "nx-27017",
+        "FerretDB (MongoDB wire protocol)",
+        "ENROLLSTREAM_FERRETDB_BIN",
+        default,
+        "ferretdb",
     )
 }
 

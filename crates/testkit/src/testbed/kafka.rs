@@ -1,17 +1,42 @@
+use std::fmt::Write as _;
+use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use anyhow::Context;
 use tempfile::TempDir;
 
 use super::process::{Launch, Process};
-use super::{binaries, scratch};
+use super::{binaries, free_port, scratch};
 
-/// tansu's SQLite database, in the broker's own directory.
-const TANSU_DB: &str = "tansu.db";
+/// JVM settings of every test broker: a small heap (a few brokers run beside parallel tests on
+/// two cores), the serial collector (no GC threads competing for those cores), and no perf-data
+/// file in /tmp. scripts/testbed/install.sh dumps the class archive with the same options.
+const JVM_OPTIONS: &[&str] = &[
+    "-Xms64m",
+    "-Xmx384m",
+    "-XX:+UseSerialGC",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+];
 
-/// A tansu broker storing in SQLite in its own directory; killed when dropped.
+/// How the broker's JIT compiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Jit {
+    /// The client compiler only: a test broker lives seconds to minutes, and C2's compilations
+    /// would cost it more CPU than they win back. With the class archive a broker starts in a
+    /// third of the time and holds 25-40 MB less (docs/testbed.md).
+    Client,
+    /// Both compilers, as a production broker runs: for benchmarks, which measure the broker
+    /// at its best once warm.
+    Full,
+}
+
+/// An Apache Kafka broker (KRaft: broker and controller in one JVM) with its own log directory;
+/// killed when dropped.
 pub struct Kafka {
     process: Process,
     // Declared after `process` so that the broker is dead before its files are removed.
@@ -19,44 +44,65 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    /// Starts a fresh broker on a free port and waits until it answers ApiVersions.
+    /// Starts a fresh single-node cluster on a free port and waits until it answers ApiVersions
+    /// (a KRaft broker opens its port early but serves requests only once it is unfenced, so an
+    /// answer means it is ready for clients).
     pub fn start() -> anyhow::Result<Kafka> {
-        let program = binaries::tansu()?;
+        Self::start_with(Jit::Client)
+    }
+
+    /// [`Kafka::start`] with the JIT a production broker has, for benchmarks: a slower start,
+    /// a faster broker once warm.
+    pub fn start_for_benchmark() -> anyhow::Result<Kafka> {
+        Self::start_with(Jit::Full)
+    }
+
+    fn start_with(jit: Jit) -> anyhow::Result<Kafka> {
+        let home = binaries::kafka()?;
         let dir = scratch::scratch_dir("kafka")?;
         let path = dir.path().to_path_buf();
+        let logs = path.join("logs");
+        copy_dir(&home.logdir_template, &logs).with_context(|| {
+            format!(
+                "copying the formatted storage template {} (reinstall with scripts/testbed/install.sh)",
+                home.logdir_template.display()
+            )
+        })?;
+        let classpath = format!("{}/*", home.lib.display());
+        let log4j = format!("-Dlog4j2.configurationFile={}", home.log4j.display());
+        let class_archive = home.class_archive.clone();
         let process = Process::start_on_free_port(|port| {
-            let url = format!("tcp://127.0.0.1:{port}");
+            let controller = free_port();
+            let properties = path.join("server.properties");
+            fs::write(&properties, server_properties(port, controller, &logs))
+                .with_context(|| format!("writing {}", properties.display()))?;
+            let mut args: Vec<std::ffi::OsString> = JVM_OPTIONS.iter().map(Into::into).collect();
+            if jit == Jit::Client {
+                args.push("-XX:TieredStopAtLevel=1".into());
+            }
+            // The classes of a broker start, loaded from one mapped file instead of 40 MB of
+            // jars. A JVM that finds the archive stale (another java) warns and starts without.
+            if class_archive.is_file() {
+                args.push(format!("-XX:SharedArchiveFile={}", class_archive.display()).into());
+            }
+            args.extend([
+                log4j.clone().into(),
+                "-cp".into(),
+                classpath.clone().into(),
+                "kafka.Kafka".into(),
+                properties.into(),
+            ]);
             Ok(Launch {
-                name: "tansu",
-                program: program.clone(),
-                args: [
-                    "broker",
-                    "--cluster-id",
-                    "enrollstream-test",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                    // Relative on purpose: tansu mangles an absolute path in this URL; the
-                    // working directory is the broker's own directory.
-                    "--storage-engine",
-                    &format!("sqlite://{TANSU_DB}"),
-                ]
-                .map(Into::into)
-                .to_vec(),
+                name: "kafka",
+                program: home.java.clone(),
+                args,
                 dir: path.clone(),
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                clear_env: true,
+                clear_env: false,
                 env: Vec::new(),
                 probe: |addr| api_versions(addr).map(drop),
                 logs: Vec::new(),
             })
-        })?;
-        index_headers(&path.join(TANSU_DB)).map_err(|error| {
-            anyhow::anyhow!(
-                "could not add the header index to tansu's database: {error:#}{}",
-                process.log_tail()
-            )
         })?;
         Ok(Kafka { process, _dir: dir })
     }
@@ -86,17 +132,22 @@ impl Kafka {
         self.process.kill();
     }
 
-    /// Kills the broker and starts it again on the same port with the same data.
+    /// Kills the broker and starts it again on the same ports with the same log directory.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.process.kill();
         self.process.start()
+    }
+
+    /// The process id of the running broker, for reading its memory use.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// Asks the broker which API versions it serves: a real round trip of the Kafka protocol.
     pub fn api_versions(&self) -> anyhow::Result<Vec<ApiVersionRange>> {
         api_versions(self.process.addr()).map_err(|error| {
             anyhow::anyhow!(
-                "tansu on {} did not answer ApiVersions: {error}{}",
+                "Kafka on {} did not answer ApiVersions: {error}{}",
                 self.process.addr(),
                 self.process.log_tail()
             )
@@ -104,18 +155,56 @@ impl Kafka {
     }
 }
 
-/// tansu 0.6's SQLite schema has no index on `header (topition, offset_id)`, yet it looks up the
-/// headers of every fetched record by that pair (`header_fetch.sql`): each fetched record scans
-/// every header ever written, so fetching gets slower with every message produced (84 events/s
-/// after 20,000 CloudEvents with eight headers each; ~900/s with the index). The index changes no
-/// result, only the plan; `if not exists` keeps a restarted broker's database as it is.
-fn index_headers(db: &std::path::Path) -> anyhow::Result<()> {
-    let connection = rusqlite::Connection::open(db)?;
-    // tansu writes to the same file concurrently; wait for its write lock instead of failing.
-    connection.busy_timeout(Duration::from_secs(10))?;
-    connection.execute_batch(
-        "create index if not exists enrollstream_header_record on header (topition, offset_id);",
-    )?;
+/// The broker's configuration: one node that is its own controller quorum, internal topics
+/// with one replica, no initial rebalance delay (a test's first consumer starts at once), and
+/// session timeouts down to one second so crash tests can use short ones. Topics are created by
+/// the code under test, as in production: a topic it forgot fails the test here too.
+fn server_properties(port: u16, controller: u16, logs: &Path) -> String {
+    let mut p = String::new();
+    let lines = [
+        "process.roles=broker,controller".to_string(),
+        "node.id=1".into(),
+        format!("controller.quorum.voters=1@127.0.0.1:{controller}"),
+        format!("listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+        format!("advertised.listeners=PLAINTEXT://127.0.0.1:{port}"),
+        "controller.listener.names=CONTROLLER".into(),
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+        "inter.broker.listener.name=PLAINTEXT".into(),
+        format!("log.dirs={}", logs.display()),
+        "auto.create.topics.enable=false".into(),
+        "num.partitions=3".into(),
+        "default.replication.factor=1".into(),
+        "min.insync.replicas=1".into(),
+        "offsets.topic.replication.factor=1".into(),
+        "offsets.topic.num.partitions=3".into(),
+        "transaction.state.log.replication.factor=1".into(),
+        "transaction.state.log.min.isr=1".into(),
+        "transaction.state.log.num.partitions=3".into(),
+        "share.coordinator.state.topic.replication.factor=1".into(),
+        "share.coordinator.state.topic.min.isr=1".into(),
+        "group.initial.rebalance.delay.ms=0".into(),
+        "group.min.session.timeout.ms=1000".into(),
+        // Few threads: two cores, and several brokers may run at once.
+        "num.network.threads=2".into(),
+        "num.io.threads=2".into(),
+        "background.threads=2".into(),
+        "group.coordinator.threads=1".into(),
+        "num.recovery.threads.per.data.dir=1".into(),
+        "log.cleaner.threads=1".into(),
+        "log.cleaner.dedupe.buffer.size=4194304".into(),
+    ];
+    for line in lines {
+        let _ = writeln!(p, "{line}");
+    }
+    p
+}
+
+fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
     Ok(())
 }
 

@@ -6,7 +6,8 @@ use tempfile::TempDir;
 use super::process::{Launch, Process};
 use super::{binaries, scratch};
 
-/// An nx-27017 server (MongoDB wire protocol) in its own directory; killed when dropped.
+/// A FerretDB server (MongoDB wire protocol) storing in SQLite in its own directory; killed
+/// when dropped. Its data survives [`Mongo::pause`] and [`Mongo::resume`].
 pub struct Mongo {
     process: Process,
     // Declared after `process` so that the server is dead before its files are removed.
@@ -14,50 +15,36 @@ pub struct Mongo {
 }
 
 impl Mongo {
-    /// Starts a fresh in-memory server on a free port: its data is gone after [`Mongo::pause`].
+    /// Starts a fresh server on a free port and waits until it accepts connections.
     pub fn start() -> anyhow::Result<Mongo> {
-        Mongo::launch(false)
-    }
-
-    /// Starts a fresh server storing in a file of its directory: its data survives
-    /// [`Mongo::pause`] and [`Mongo::resume`].
-    pub fn start_persistent() -> anyhow::Result<Mongo> {
-        Mongo::launch(true)
-    }
-
-    fn launch(persistent: bool) -> anyhow::Result<Mongo> {
-        let program = binaries::nx27017()?;
+        let program = binaries::ferretdb()?;
         let dir = scratch::scratch_dir("mongo")?;
         let path = dir.path().to_path_buf();
-        let db = if persistent {
-            path.join("nx-27017.db").into_os_string()
-        } else {
-            "memory".into()
-        };
-        let log = path.join("nx-27017.log");
+        let data = path.join("data");
+        std::fs::create_dir_all(&data)?;
         let process = Process::start_on_free_port(|port| {
             Ok(Launch {
-                name: "nx-27017",
+                name: "ferretdb",
                 program: program.clone(),
                 args: vec![
-                    "--db".into(),
-                    db.clone(),
-                    "--host".into(),
-                    "127.0.0.1".into(),
-                    "--port".into(),
-                    port.to_string().into(),
-                    "--pid-file".into(),
-                    path.join("nx-27017.pid").into(),
-                    "--log-file".into(),
-                    log.clone().into(),
+                    "--handler=sqlite".into(),
+                    // FerretDB wants the directory as a file: URI ending in a slash.
+                    format!("--sqlite-url=file:{}/", data.display()).into(),
+                    format!("--state-dir={}", path.display()).into(),
+                    format!("--listen-addr=127.0.0.1:{port}").into(),
+                    // No debug HTTP listener (it would take a fixed port) and no telemetry.
+                    "--debug-addr=-".into(),
+                    "--telemetry=disable".into(),
+                    "--log-level=warn".into(),
                 ],
                 dir: path.clone(),
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                clear_env: false,
-                env: vec![("PYTHONUNBUFFERED", "1")],
-                // It accepts connections only once its server loop runs.
+                // FERRETDB_* variables of the caller would change its settings.
+                clear_env: true,
+                env: Vec::new(),
+                // It binds its port once its backend is open.
                 probe: |addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map(drop),
-                logs: vec![log.clone()],
+                logs: Vec::new(),
             })
         })?;
         Ok(Mongo { process, _dir: dir })
@@ -72,12 +59,16 @@ impl Mongo {
         self.process.addr().port()
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Kills the server like a crash, for "MongoDB goes away for a while" tests.
     pub fn pause(&mut self) {
         self.process.kill();
     }
 
-    /// Starts the server again on the same port (with the same data if persistent).
+    /// Starts the server again on the same port with the same data.
     pub fn resume(&mut self) -> anyhow::Result<()> {
         self.process.start()
     }

@@ -29,8 +29,8 @@ pub(crate) struct Launch {
     pub args: Vec<OsString>,
     pub dir: PathBuf,
     pub addr: SocketAddr,
-    /// Start with an empty environment (plus PATH): tansu reads its settings from variables
-    /// such as STORAGE_ENGINE and from a `.env` file, which must not leak in from the caller.
+    /// Start with an empty environment (plus PATH), for a component that reads settings from
+    /// variables that must not leak in from the caller.
     pub clear_env: bool,
     pub env: Vec<(&'static str, &'static str)>,
     /// Answers `Ok` once the component serves requests on `addr`.
@@ -114,6 +114,10 @@ impl Process {
 
     pub fn addr(&self) -> SocketAddr {
         self.launch.addr
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Starts the component again on its port and waits until it answers.

@@ -1,4 +1,4 @@
-//! One nx-27017 server per test process; each test gets a database of its own.
+//! One FerretDB server per test process; each test gets a database of its own.
 
 use std::sync::OnceLock;
 
@@ -7,7 +7,7 @@ use enrollstream_testkit::testbed::Mongo;
 
 pub fn server() -> &'static Mongo {
     static SERVER: OnceLock<Mongo> = OnceLock::new();
-    SERVER.get_or_init(|| Mongo::start().unwrap_or_else(|e| panic!("nx-27017 must start: {e:#}")))
+    SERVER.get_or_init(|| Mongo::start().unwrap_or_else(|e| panic!("FerretDB must start: {e:#}")))
 }
 
 pub fn fresh_database() -> String {

@@ -83,6 +83,33 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE outbox;
     ALTER TABLE outbox_v3 RENAME TO outbox;
 "#,
+    // Pages of applications by status or by broker (`Store::list_entities`, in id order). The
+    // broker expression is exactly the one `listing` filters on, so SQLite uses this index.
+    r#"
+    CREATE INDEX entities_by_status ON entities (kind, status, id);
+    CREATE INDEX entities_by_broker
+        ON entities (kind, json_extract(state, '$.submission.broker.id'), id);
+"#,
+    // Outbox messages the bus will never take, kept with their reason instead of blocking the
+    // relay; and named leases, the fence between a rebuild and live projectors.
+    r#"
+    CREATE TABLE outbox_parked (
+        id         TEXT PRIMARY KEY,
+        topic      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        headers    TEXT NOT NULL,
+        payload    BLOB NOT NULL,
+        event_id   TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        parked_at  TEXT NOT NULL
+    );
+    CREATE TABLE leases (
+        name     TEXT PRIMARY KEY,
+        owner    TEXT NOT NULL,
+        until_ms INTEGER NOT NULL
+    );
+"#,
 ];
 
 /// The one connection that writes (durable commits: the projector relies on them before it

@@ -145,3 +145,29 @@ pub fn idempotency_record(key: &str, fingerprint: &str) -> IdempotencyRecord {
 pub fn idempotency_key() -> String {
     format!("idem-{}", Uuid::new_v4())
 }
+
+/// States no MongoDB server can keep, each in a fresh application's first two changes (the
+/// second chained onto the first): a number above `i64::MAX`, JSON nested 120 levels deep, and
+/// a state over 16 MiB. A store that can write them must read them back as written.
+pub fn unwritable_histories() -> Vec<(&'static str, Vec<Change>)> {
+    let mut deep = json!("bottom");
+    for _ in 0..120 {
+        deep = json!({ "nested": deep });
+    }
+    let cases = [
+        ("a number above i64::MAX", json!(u64::MAX)),
+        ("JSON nested 120 levels deep", deep),
+        ("a state over 16 MiB", json!("x".repeat(17 * 1024 * 1024))),
+    ];
+    cases
+        .into_iter()
+        .map(|(what, value)| {
+            let mut history = application_history();
+            history.truncate(2);
+            for c in &mut history {
+                c.state["unwritable"] = value.clone();
+            }
+            (what, history)
+        })
+        .collect()
+}

@@ -1,0 +1,105 @@
+//! `enrollstream rebuild`: the read model again from the event topics, without side effects.
+//!
+//! Events the projector group had already committed are replayed without their outbox messages
+//! (they were published when first projected); anything after that is projected normally. It
+//! refuses while the outbox holds unpublished messages (the reset would drop them) and while a
+//! projector is live (the fence in the store: a live projector would write into the read model
+//! being rebuilt). An event the rebuild cannot project is reported with its reason, and the
+//! rebuild then fails with their count: a read model that silently misses events is not a
+//! rebuilt one. (The live projector dead-lettered them already when it first met them.)
+
+use enrollstream_domain::ids::new_id;
+use enrollstream_ports::{StartFrom, SubscriptionSpec, SystemClock};
+use enrollstream_runners::consumer::{BatchHandler, Outcome};
+use enrollstream_runners::fence::RebuildFence;
+use enrollstream_runners::projector::{self, Projector};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::{event_topics, open_adapters, Adapters, FENCE_TTL};
+use crate::config::Config;
+
+pub async fn rebuild(config: Config) -> anyhow::Result<()> {
+    let adapters = open_adapters(&config).await?;
+    let Adapters { store, .. } = &adapters;
+    let fence = RebuildFence::take(store.clone(), Arc::new(SystemClock), FENCE_TTL)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot rebuild: {e}"))?;
+    let rebuilt = run(&config, &adapters, &fence).await;
+    fence.release().await;
+    rebuilt
+}
+
+async fn run(config: &Config, adapters: &Adapters, fence: &RebuildFence) -> anyhow::Result<()> {
+    let Adapters { store, bus, .. } = adapters;
+    let backlog = store.outbox_backlog().await?;
+    anyhow::ensure!(
+        backlog == 0,
+        "the outbox still holds {backlog} unpublished message(s); run the relay until it drains, then rebuild"
+    );
+    let topics = event_topics(config);
+    let committed = bus.committed(projector::GROUP, &topics).await?;
+    let replay_below: HashMap<(String, i32), i64> = committed
+        .iter()
+        .map(|c| ((c.topic.clone(), c.partition), c.next_offset))
+        .collect();
+    store.reset_read_model().await?;
+    let group = format!("read-model-rebuild-{}", new_id());
+    let mut sub = bus
+        .subscribe(SubscriptionSpec {
+            group: group.clone(),
+            topics: topics.clone(),
+            start: StartFrom::Earliest,
+            client_id: group.clone(),
+        })
+        .await?;
+    let mut projector = Projector {
+        store: store.clone(),
+        rules: Arc::new(config.routing.clone()),
+        replay: Some(replay_below.clone()),
+        limits: Arc::new(config.limits.clone()),
+        fence: None,
+    };
+    let mut progress: HashMap<(String, i32), i64> = Default::default();
+    let done = |progress: &HashMap<(String, i32), i64>| {
+        replay_below
+            .iter()
+            .all(|(k, target)| progress.get(k).copied().unwrap_or(0) >= *target)
+    };
+    let (mut applied, mut refused) = (0usize, 0usize);
+    let deadline_quiet = Duration::from_secs(5);
+    while !done(&progress) {
+        fence.renew().await.map_err(anyhow::Error::msg)?;
+        let batch = sub.poll(500, deadline_quiet).await?;
+        if batch.is_empty() && !sub.assignment().is_empty() {
+            anyhow::bail!("the event topics ended before the committed offsets of {}: {progress:?} < {replay_below:?}", projector::GROUP);
+        }
+        let outcomes = projector
+            .handle(&batch)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.0))?;
+        for (m, outcome) in batch.iter().zip(&outcomes) {
+            match outcome {
+                Outcome::Done => applied += 1,
+                Outcome::DeadLetter(why) => {
+                    refused += 1;
+                    eprintln!(
+                        "not projected: {}/{}/{} ({}): {}",
+                        m.topic, m.partition, m.offset, why.reason, why.error
+                    );
+                }
+            }
+            let e = progress.entry((m.topic.clone(), m.partition)).or_insert(0);
+            *e = (*e).max(m.offset + 1);
+        }
+    }
+    sub.close().await?;
+    anyhow::ensure!(
+        refused == 0,
+        "the rebuild could not project {refused} of {} event(s) (listed above, each with its reason; the live projector dead-lettered them too when it first met them); the read model holds the other {applied}",
+        applied + refused
+    );
+    eprintln!("rebuilt the read model from {applied} event(s); the projector continues from its committed offsets");
+    Ok(())
+}
