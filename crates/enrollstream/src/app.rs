@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use enrollstream_api::{ops_router, router, ApiState};
+use enrollstream_domain::routing::{LOGIC_APPS, SALESFORCE};
 use enrollstream_ports::{EventBus, HealthRegistry, Store, SystemClock, TopicSpec};
+use enrollstream_runners::backlog::BacklogSampler;
 use enrollstream_runners::consumer::{ConsumerLoop, ConsumerSettings};
 use enrollstream_runners::fence::ProjectorFence;
 use enrollstream_runners::projector::{self, Projector};
@@ -98,10 +100,7 @@ fn spawn_deliveries(
     tasks: &mut Roles,
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
-    let notification_topics = vec![
-        config.topics.enrollment_notifications.clone(),
-        config.topics.quote_notifications.clone(),
-    ];
+    let notification_topics = notification_topics(config);
     let prepare = |mut d: deliveries::DeliverySettings| {
         d.topics = notification_topics.clone();
         d.dlq_suffix = config.topics.dlq_suffix.clone();
@@ -289,6 +288,13 @@ pub(crate) fn event_topics(config: &Config) -> Vec<String> {
     ]
 }
 
+fn notification_topics(config: &Config) -> Vec<String> {
+    vec![
+        config.topics.enrollment_notifications.clone(),
+        config.topics.quote_notifications.clone(),
+    ]
+}
+
 pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     let metrics = crate::telemetry::init_metrics()?;
     let adapters = open_adapters(&config).await?;
@@ -395,6 +401,10 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     if roles.contains(&Role::Deliveries) || roles.contains(&Role::Leads) {
         spawn_deliveries(&config, roles, bus, &health, &shutdown, &mut tasks)?;
     }
+    tasks.spawn(
+        "backlog",
+        backlog_sampler(&config, roles, &adapters, &shutdown).run(),
+    );
     // Every process listens: without the API role it serves only the probes and metrics.
     {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -450,6 +460,53 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     match down {
         Some((role, how)) => Err(anyhow::anyhow!("role {role} stopped: {how}")),
         None => Ok(()),
+    }
+}
+
+/// Lag of the groups this process runs, every dead-letter depth, and the outbox where the
+/// relay runs.
+fn backlog_sampler(
+    config: &Config,
+    roles: &[Role],
+    adapters: &Adapters,
+    shutdown: &CancellationToken,
+) -> BacklogSampler {
+    let events = event_topics(config);
+    let notifications = notification_topics(config);
+    let mut groups = Vec::new();
+    if roles.contains(&Role::Projector) {
+        groups.push((projector::GROUP.to_string(), events.clone()));
+    }
+    if roles.contains(&Role::Reminders) {
+        let topics = vec![config.topics.enrollment_events.clone()];
+        groups.push((enrollstream_runners::reminders::GROUP.to_string(), topics));
+    }
+    let mut dlq_topics: Vec<String> = events
+        .iter()
+        .chain(&notifications)
+        .map(|t| config.topics.dlq(t))
+        .collect();
+    if roles.contains(&Role::Deliveries) {
+        let d = &config.deliveries;
+        let targets = [
+            d.logic_apps.as_ref().map(|s| (LOGIC_APPS, &s.delivery)),
+            d.salesforce.as_ref().map(|s| (SALESFORCE, &s.delivery)),
+        ];
+        for (name, delivery) in targets.into_iter().flatten() {
+            let mut delivery = delivery.clone();
+            delivery.dlq_suffix = config.topics.dlq_suffix.clone();
+            groups.push((delivery.group_for(name), notifications.clone()));
+            dlq_topics.extend(notifications.iter().map(|t| delivery.dlq_topic(t, name)));
+        }
+    }
+    BacklogSampler {
+        bus: adapters.bus.clone(),
+        store: roles.contains(&Role::Relay).then(|| adapters.store.clone()),
+        clock: Arc::new(SystemClock),
+        groups,
+        dlq_topics,
+        every: config.telemetry.sample_every,
+        shutdown: shutdown.clone(),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub projector: ProjectorConfig,
     pub relay: RelayConfig,
     pub log: LogConfig,
+    /// Metrics sampling (consumer lag, dead-letter depth, outbox age).
+    pub telemetry: TelemetryConfig,
     /// Broker signature reminders: interval, attempts, lease, tick.
     pub reminders: ReminderConfig,
     /// How reminder emails leave: a directory of .eml files (default) or SMTP. Not printed: it
@@ -165,6 +167,22 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// How often the backlog gauges are sampled; each sample queries the bus and the store.
+    #[serde(with = "humantime_serde")]
+    pub sample_every: std::time::Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            sample_every: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -181,6 +199,7 @@ impl Default for Config {
             projector: ProjectorConfig::default(),
             relay: RelayConfig::default(),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
             reminders: ReminderConfig::default(),
             mail: MailConfig::default(),
             deliveries: DeliveriesConfig::default(),
@@ -338,6 +357,11 @@ impl Config {
         anyhow::ensure!(
             self.relay.max_message_bytes >= 1024,
             "relay.max_message_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            (std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(300))
+                .contains(&self.telemetry.sample_every),
+            "telemetry.sample_every must be between 100ms and 5m"
         );
         anyhow::ensure!(
             matches!(self.log.format.as_str(), "text" | "json"),

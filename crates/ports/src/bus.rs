@@ -180,6 +180,16 @@ pub trait EventBus: Send + Sync {
         )))
     }
 
+    /// The end of each partition of `topics` (the offset the next appended message gets, Kafka's
+    /// high watermark); a consumer group's lag is this minus what it committed.
+    async fn end_offsets(&self, topics: &[String]) -> Result<Vec<CommitPosition>, BusError> {
+        let _ = topics;
+        Err(BusError::Fatal(format!(
+            "the {} bus cannot report end offsets",
+            self.name()
+        )))
+    }
+
     /// Cheap liveness check for `/readyz`.
     async fn check(&self) -> Result<(), BusError>;
 

@@ -138,13 +138,17 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                     break;
                 }
                 match steps.poll(sub.as_mut(), &mut backoff).await {
-                    Some(batch) if batch.is_empty() => continue,
+                    Some(batch) if batch.is_empty() => {
+                        steps.caught_up(sub.as_ref());
+                        continue;
+                    }
                     Some(batch) => batch,
                     None => break,
                 }
             } else {
                 steps.top_up(sub.as_mut(), std::mem::take(&mut ahead)).await
             };
+            steps.record_lag_seconds(&batch);
             let positions = std::mem::take(&mut handled);
             let (settled, (committed, fetched)) =
                 tokio::join!(steps.settle(&mut handler, &batch, &mut backoff), async {
@@ -348,6 +352,31 @@ impl Steps {
         metrics::histogram!("enrollstream_consumer_commit_seconds", "group" => group.clone())
             .record(started.elapsed().as_secs_f64());
         true
+    }
+
+    /// How old the first message of each partition in the batch is. Against the wall clock, not
+    /// an injected one: the broker stamps messages with its wall clock.
+    fn record_lag_seconds(&self, batch: &[InboundMessage]) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut seen: Vec<(&str, i32)> = Vec::new();
+        for m in batch {
+            let Some(ts) = m.timestamp_ms else { continue };
+            if seen.contains(&(m.topic.as_str(), m.partition)) {
+                continue;
+            }
+            seen.push((m.topic.as_str(), m.partition));
+            let age = (now_ms - ts).max(0) as f64 / 1000.0;
+            metrics::gauge!("enrollstream_consumer_lag_seconds", "group" => self.settings.group.clone(), "topic" => m.topic.clone(), "partition" => m.partition.to_string())
+                .set(age);
+        }
+    }
+
+    /// A poll came back empty: nothing assigned is waiting.
+    fn caught_up(&self, sub: &dyn Subscription) {
+        for (topic, partition) in sub.assignment() {
+            metrics::gauge!("enrollstream_consumer_lag_seconds", "group" => self.settings.group.clone(), "topic" => topic, "partition" => partition.to_string())
+                .set(0.0);
+        }
     }
 
     /// A step failed: not ready, with the reason.

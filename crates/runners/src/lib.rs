@@ -4,6 +4,7 @@
 //! - `consumer`: the shared consumer loop (poll, handle, dead-letter, commit) every role that
 //!   reads the bus runs on, so that "commit only after the effect is durable" and "a bad message
 //!   never blocks a partition" are written once.
+//! - `backlog`: samples how far behind the pipeline is (lag, dead letters, outbox) into gauges.
 //! - `fence`: the lease that keeps a rebuild and live projectors apart.
 //! - `projector`: builds the read model and records the outbox in one atomic write per event.
 //! - `relay`: publishes the outbox to the notification topics.
@@ -11,6 +12,7 @@
 //! - `leads`: the lead producer and the lead integration service.
 //! - `reminders`: broker signature reminders (state from events, durable timers, email).
 
+pub mod backlog;
 pub mod backoff;
 pub mod consumer;
 pub mod dead_letter;

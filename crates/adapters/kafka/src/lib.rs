@@ -123,6 +123,14 @@ impl EventBus for KafkaBus {
             .map_err(|e| BusError::Fatal(format!("offsets task failed: {e}")))?
     }
 
+    async fn end_offsets(&self, topics: &[String]) -> Result<Vec<CommitPosition>, BusError> {
+        let (config, topics) = (self.config.clone(), topics.to_vec());
+        let timeout = self.request_timeout();
+        tokio::task::spawn_blocking(move || offsets::end_offsets(&config, &topics, timeout))
+            .await
+            .map_err(|e| BusError::Fatal(format!("offsets task failed: {e}")))?
+    }
+
     async fn check(&self) -> Result<(), BusError> {
         let producer = self.publisher.producer().clone();
         let timeout = self.request_timeout();

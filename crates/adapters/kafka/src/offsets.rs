@@ -18,26 +18,8 @@ pub(crate) fn committed(
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<CommitPosition>, BusError> {
-    let client_id = format!("{}-offsets", config.client_id);
-    let consumer: BaseConsumer<Logging> = config
-        .consumer(group, &client_id)
-        .create_with_context(Logging)
-        .map_err(|e| classify(&e))?;
-    let mut tpl = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| classify(&e))?;
-        for t in metadata.topics() {
-            // A topic that does not exist has no commits: nothing to ask for.
-            if t.error().is_some() {
-                continue;
-            }
-            for p in t.partitions() {
-                tpl.add_partition(t.name(), p.id());
-            }
-        }
-    }
+    let consumer = offsets_client(config, group)?;
+    let tpl = partitions(&consumer, topics, timeout)?;
     if tpl.count() == 0 {
         return Ok(Vec::new());
     }
@@ -59,6 +41,60 @@ pub(crate) fn committed(
         .collect();
     positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(positions)
+}
+
+/// Blocking: the high watermark of every partition of `topics`.
+pub(crate) fn end_offsets(
+    config: &KafkaConfig,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<CommitPosition>, BusError> {
+    // Never joins: the group name only satisfies the client's configuration.
+    let consumer = offsets_client(config, "enrollstream-watermarks")?;
+    let tpl = partitions(&consumer, topics, timeout)?;
+    let mut positions = Vec::with_capacity(tpl.count());
+    for e in tpl.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(e.topic(), e.partition(), timeout)
+            .map_err(|e| classify(&e))?;
+        positions.push(CommitPosition {
+            topic: e.topic().to_string(),
+            partition: e.partition(),
+            next_offset: high,
+        });
+    }
+    Ok(positions)
+}
+
+fn offsets_client(config: &KafkaConfig, group: &str) -> Result<BaseConsumer<Logging>, BusError> {
+    let client_id = format!("{}-offsets", config.client_id);
+    config
+        .consumer(group, &client_id)
+        .create_with_context(Logging)
+        .map_err(|e| classify(&e))
+}
+
+/// Every partition of `topics`; a topic that does not exist has none.
+fn partitions(
+    consumer: &BaseConsumer<Logging>,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<TopicPartitionList, BusError> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| classify(&e))?;
+        for t in metadata.topics() {
+            if t.error().is_some() {
+                continue;
+            }
+            for p in t.partitions() {
+                tpl.add_partition(t.name(), p.id());
+            }
+        }
+    }
+    Ok(tpl)
 }
 
 /// Retry `ask` while the group's coordinator is not ready (a broker that just started or

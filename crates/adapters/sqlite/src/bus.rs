@@ -210,6 +210,21 @@ impl EventBus for EmbeddedBus {
         .map_err(|e: rusqlite::Error| log::unavailable("cannot read committed offsets", e))
     }
 
+    async fn end_offsets(&self, topics: &[String]) -> Result<Vec<CommitPosition>, BusError> {
+        let (path, topics) = (self.shared.path.clone(), topics.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let conn = log::open_reader(&path)?;
+            let mut positions = Vec::new();
+            for topic in &topics {
+                positions.extend(log::end_offsets(&conn, topic)?);
+            }
+            Ok(positions)
+        })
+        .await
+        .map_err(|e| BusError::Fatal(format!("bus read task failed: {e}")))?
+        .map_err(|e: rusqlite::Error| log::unavailable("cannot read end offsets", e))
+    }
+
     async fn check(&self) -> Result<(), BusError> {
         self.shared.writer.check().await
     }

@@ -162,6 +162,22 @@ pub(super) fn committed_on(
     rows.collect()
 }
 
+/// The next offset of every partition of `topic` that holds a message.
+pub(super) fn end_offsets(conn: &Connection, topic: &str) -> rusqlite::Result<Vec<CommitPosition>> {
+    let mut stmt = conn.prepare_cached(
+        r#"SELECT partition, max("offset") + 1 FROM messages WHERE topic = ?1
+           GROUP BY partition ORDER BY partition"#,
+    )?;
+    let rows = stmt.query_map(params![topic], |row| {
+        Ok(CommitPosition {
+            topic: topic.to_string(),
+            partition: row.get(0)?,
+            next_offset: row.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
 /// Up to `limit` messages of one partition from offset `from` on, in offset order.
 pub(super) fn read(
     conn: &Connection,
