@@ -6,6 +6,7 @@ mod config;
 mod dlq;
 mod keys;
 mod rebuild;
+mod rebuild_progress;
 mod strict;
 mod supervise;
 mod telemetry;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::app::{event_topics, open_adapters, Adapters, FENCE_TTL};
 use crate::config::Config;
+use crate::rebuild_progress::Progress;
 
 pub async fn rebuild(config: Config) -> anyhow::Result<()> {
     let adapters = open_adapters(&config).await?;
@@ -67,6 +68,15 @@ async fn run(config: &Config, adapters: &Adapters, fence: &RebuildFence) -> anyh
             .iter()
             .all(|(k, target)| progress.get(k).copied().unwrap_or(0) >= *target)
     };
+    // Offsets past the goal are projected too (normally, side effects and all), but the goal is
+    // what the bar measures.
+    let reached = |progress: &HashMap<(String, i32), i64>| -> u64 {
+        replay_below
+            .iter()
+            .map(|(k, target)| progress.get(k).copied().unwrap_or(0).clamp(0, *target) as u64)
+            .sum()
+    };
+    let mut shown = Progress::start(replay_below.values().map(|t| (*t).max(0) as u64).sum());
     let (mut applied, mut refused) = (0usize, 0usize);
     let deadline_quiet = Duration::from_secs(5);
     while !done(&progress) {
@@ -93,7 +103,9 @@ async fn run(config: &Config, adapters: &Adapters, fence: &RebuildFence) -> anyh
             let e = progress.entry((m.topic.clone(), m.partition)).or_insert(0);
             *e = (*e).max(m.offset + 1);
         }
+        shown.set(reached(&progress));
     }
+    shown.finish(reached(&progress));
     sub.close().await?;
     anyhow::ensure!(
         refused == 0,

@@ -140,6 +140,18 @@ async fn rebuild_restores_the_read_model_without_notifying_twice(engine: Engine)
         said.contains("rebuilt the read model from 20 event(s)"),
         "{said}"
     );
+    // The test's stderr is a pipe, not a terminal: plain progress lines, the last at the goal.
+    let last = said
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("rebuild progress: "))
+        .unwrap_or_else(|| panic!("no progress line: {said}"));
+    let (position, rest) = last.split_once(" offsets (").unwrap();
+    let (done, total) = position.split_once('/').unwrap();
+    assert!(
+        done == total && total.parse::<u64>().unwrap() >= 20 && rest.starts_with("100%)"),
+        "{said}"
+    );
 
     let mut app = engine.spawn(dir.path());
     for (id, before) in &quotes {

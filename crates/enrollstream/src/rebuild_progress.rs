@@ -1,0 +1,107 @@
+//! How far a rebuild is, told to whoever runs it: a bar with rate and ETA on a terminal, plain
+//! lines otherwise (a bar's redraws in a log file or a CI capture are noise, and a log reader wants
+//! one line per step it can grep).
+//!
+//! Progress counts topic offsets, not events: the goal is the live projector group's committed
+//! offsets, and offsets are what the rebuild can compare to it exactly. On Kafka a transaction's
+//! commit marker takes an offset too, so the count can run ahead of the events projected.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+/// A plain line at most this often: enough to see it move, few enough for a log.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines {
+        total: u64,
+        started: Instant,
+        last_line: Instant,
+    },
+}
+
+impl Progress {
+    /// On stderr, where the rebuild's other reports go (stdout stays free for a caller's pipe).
+    pub fn start(total: u64) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "rebuild {bar:40} {pos}/{len} offsets, {per_sec}, eta {eta}",
+                )
+                .expect("the template is valid"),
+            );
+            Self::Bar(bar)
+        } else {
+            eprintln!("rebuild progress: 0/{total} offsets");
+            let now = Instant::now();
+            Self::Lines {
+                total,
+                started: now,
+                last_line: now,
+            }
+        }
+    }
+
+    pub fn set(&mut self, done: u64) {
+        match self {
+            Self::Bar(bar) => bar.set_position(done),
+            Self::Lines {
+                total,
+                started,
+                last_line,
+            } => {
+                if last_line.elapsed() >= LINE_EVERY {
+                    *last_line = Instant::now();
+                    eprintln!("{}", line(done, *total, started.elapsed()));
+                }
+            }
+        }
+    }
+
+    pub fn finish(self, done: u64) {
+        match self {
+            Self::Bar(bar) => {
+                bar.set_position(done);
+                bar.finish();
+            }
+            Self::Lines { total, started, .. } => {
+                eprintln!("{}", line(done, total, started.elapsed()))
+            }
+        }
+    }
+}
+
+fn line(done: u64, total: u64, elapsed: Duration) -> String {
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let eta = if rate > 0.0 {
+        let left = total.saturating_sub(done) as f64 / rate;
+        format!("{}s", left.ceil() as u64)
+    } else {
+        "unknown".to_string()
+    };
+    format!("rebuild progress: {done}/{total} offsets ({percent}%), {rate:.0}/s, eta {eta}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line;
+    use std::time::Duration;
+
+    #[test]
+    fn a_line_names_position_share_rate_and_time_left() {
+        assert_eq!(
+            line(50, 200, Duration::from_secs(5)),
+            "rebuild progress: 50/200 offsets (25%), 10/s, eta 15s"
+        );
+    }
+
+    #[test]
+    fn nothing_done_yet_has_no_eta_and_nothing_to_do_is_complete() {
+        assert!(line(0, 10, Duration::from_secs(1)).ends_with("eta unknown"));
+        assert!(line(0, 0, Duration::from_secs(1)).contains("(100%)"));
+    }
+}
