@@ -16,6 +16,7 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "projector",
     "relay",
     "log",
+    "dlq",
     "reminders",
     "mail",
     "deliveries",
