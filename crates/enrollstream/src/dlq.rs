@@ -1,7 +1,7 @@
 //! Operations on what was parked: dead letters (`dlq list`, `dlq inspect`, `dlq redrive`) and
 //! outbox messages the relay kept in the store (`outbox parked`).
 
-use enrollstream_ports::{Bus, InboundMessage, Publisher, StartFrom, SubscriptionSpec};
+use enrollstream_ports::{EventBus, InboundMessage, Publisher, StartFrom, SubscriptionSpec};
 use enrollstream_runners::dead_letter;
 use enrollstream_runners::deliveries::DLQ_TARGET;
 use enrollstream_runners::redrive_plan::{self, DeadLetterId, Decision, Entry, Filter};
@@ -168,7 +168,7 @@ impl Redrive {
 
 /// Every message of a DLQ topic, read from its beginning by a group of its own that commits
 /// nothing, until the topic has been quiet for a moment.
-async fn scan(bus: &dyn Bus, topic: &str) -> anyhow::Result<Vec<InboundMessage>> {
+async fn scan(bus: &dyn EventBus, topic: &str) -> anyhow::Result<Vec<InboundMessage>> {
     let mut sub = bus
         .subscribe(SubscriptionSpec {
             group: format!("dlq-inspect-{}", enrollstream_domain::ids::new_id()),
