@@ -1,7 +1,7 @@
 //! The command line: `serve` runs roles; the other commands are operations on a running system's
 //! data (rebuild the read model, inspect and redrive dead letters).
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -100,20 +100,54 @@ pub enum OutboxCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum DlqCommand {
-    /// Print the dead letters of a topic as JSON lines (reason, error, origin, payload).
+    /// Print the dead letters of a DLQ topic as JSON lines (id, reason, error, attempts,
+    /// failures, redrives, origin, payload).
     List {
-        /// The original topic (its `.dlq` is read), e.g. `enrollment-events`.
-        #[arg(long)]
-        topic: String,
+        #[command(flatten)]
+        select: DlqSelect,
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Publish every dead letter of a topic back to its original topic (once: the redrive group
-    /// commits what it moved). Fix the cause first, or the messages come straight back.
+    /// Print one dead letter as a JSON object, by its id (`DLQ_TOPIC:PARTITION:OFFSET`).
+    Inspect { id: String },
+    /// Publish dead letters back to their original topic: the ones named by `--id`, else every
+    /// one of the topic the filters pick. A dead letter moves once; a delivery dead letter goes
+    /// to its one target only; one redriven `[dlq] max_redrives` times stays parked. Fix the
+    /// cause first, or the messages come straight back.
     Redrive {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// A dead letter to move (repeat for several); its topic is in the id.
+        #[arg(long = "id", conflicts_with = "topic")]
+        ids: Vec<String>,
+        /// Print what would move, move nothing.
         #[arg(long)]
-        topic: String,
+        dry_run: bool,
     },
+}
+
+/// Which DLQ topic, and which of its dead letters.
+#[derive(Args, Debug, Default)]
+pub struct DlqSelect {
+    /// The original topic, e.g. `enrollment-events` (its `.dlq` is read). Required but for
+    /// `redrive --id`.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// A delivery target (`salesforce`, `logic-apps`): read `<topic>.<target>.dlq` instead.
+    #[arg(long, requires = "topic")]
+    pub target: Option<String>,
+    /// Only dead letters with this reason (`dlq_reason`), e.g. `invalid_transition`.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only dead letters of this entity (the message key: application or quote id).
+    #[arg(long)]
+    pub entity_id: Option<String>,
+    /// Only dead letters that failed at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only dead letters that failed before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]

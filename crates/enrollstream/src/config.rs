@@ -47,6 +47,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Metrics sampling (consumer lag, dead-letter depth, outbox age).
     pub telemetry: TelemetryConfig,
+    /// Dead-letter redrive: the loop guard.
+    pub dlq: DlqConfig,
     /// Broker signature reminders: interval, attempts, lease, tick.
     pub reminders: ReminderConfig,
     /// How reminder emails leave: a directory of .eml files (default) or SMTP. Not printed: it
@@ -160,6 +162,20 @@ pub struct RelayConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct DlqConfig {
+    /// A message redriven this many times stays parked when it dead-letters again: a cause
+    /// that was not fixed must not loop it (and its side effects) for ever.
+    pub max_redrives: u32,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        Self { max_redrives: 3 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` for people, `json` for log pipelines.
     pub format: String,
@@ -200,6 +216,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
+            dlq: DlqConfig::default(),
             reminders: ReminderConfig::default(),
             mail: MailConfig::default(),
             deliveries: DeliveriesConfig::default(),
@@ -367,6 +384,10 @@ impl Config {
             matches!(self.log.format.as_str(), "text" | "json"),
             "log.format must be \"text\" or \"json\", not {:?}",
             self.log.format
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.dlq.max_redrives),
+            "dlq.max_redrives must be between 1 and 100"
         );
         anyhow::ensure!(
             !self.topics.dlq_suffix.is_empty(),

@@ -1,12 +1,17 @@
-//! Operations on what was parked: dead letters (`dlq list`, `dlq redrive`) and outbox messages
-//! the relay kept in the store (`outbox parked`).
+//! Operations on what was parked: dead letters (`dlq list`, `dlq inspect`, `dlq redrive`) and
+//! outbox messages the relay kept in the store (`outbox parked`).
 
-use enrollstream_ports::{StartFrom, SubscriptionSpec};
+use enrollstream_ports::{EventBus, InboundMessage, Publisher, StartFrom, SubscriptionSpec};
 use enrollstream_runners::dead_letter;
+use enrollstream_runners::deliveries::DLQ_TARGET;
+use enrollstream_runners::redrive_plan::{self, DeadLetterId, Decision, Entry, Filter};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::open_adapters;
-use crate::cli::DlqCommand;
+use crate::cli::{DlqCommand, DlqSelect};
 use crate::config::Config;
 
 /// A payload as JSON when it is, else as text.
@@ -16,141 +21,212 @@ fn payload_json(payload: &[u8]) -> serde_json::Value {
     })
 }
 
-/// Read a dead-letter topic from its beginning without committing (inspection) or with the
-/// redrive group (redrive), until it has been quiet for a moment.
 pub async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<()> {
     let adapters = open_adapters(&config).await?;
-    let bus = adapters.bus.clone();
-    let (topic, redrive) = match &command {
-        DlqCommand::List { topic, .. } => (topic.clone(), false),
-        DlqCommand::Redrive { topic } => (topic.clone(), true),
-    };
-    let dlq_topic = config.topics.dlq(&topic);
-    let spec = if redrive {
-        SubscriptionSpec {
-            group: "dlq-redrive".into(),
-            topics: vec![dlq_topic.clone()],
-            start: StartFrom::Committed,
-            client_id: "dlq-redrive".into(),
+    let bus = adapters.bus.as_ref();
+    match command {
+        DlqCommand::List { select, limit } => {
+            let topic = dlq_topic(&config, &select)?;
+            let filter = filter(&select);
+            let all = redrive_plan::entries(scan(bus, &topic).await?);
+            let mut listed = 0;
+            for entry in all
+                .iter()
+                .filter(|e| filter.matches(&e.message))
+                .take(limit)
+            {
+                println!("{}", view(entry, false));
+                listed += 1;
+            }
+            eprintln!("listed {listed} dead letter(s) of {topic}");
         }
-    } else {
-        SubscriptionSpec {
-            group: format!("dlq-inspect-{}", enrollstream_domain::ids::new_id()),
-            topics: vec![dlq_topic.clone()],
-            start: StartFrom::Earliest,
-            client_id: "dlq-inspect".into(),
+        DlqCommand::Inspect { id } => {
+            let id: DeadLetterId = id.parse().map_err(anyhow::Error::msg)?;
+            let all = redrive_plan::entries(scan(bus, &id.topic).await?);
+            let entry = all
+                .iter()
+                .find(|e| e.id == id)
+                .ok_or_else(|| anyhow::anyhow!("no dead letter {id}"))?;
+            println!("{:#}", view(entry, true));
         }
-    };
-    let limit = match command {
-        DlqCommand::List { limit, .. } => limit,
-        DlqCommand::Redrive { .. } => usize::MAX,
-    };
-    let mut sub = bus.subscribe(spec).await?;
-    let publisher = bus.publisher();
-    let mut seen = 0usize;
-    let mut tally = Tally::default();
-    // Wait for an assignment first (a Kafka group join takes seconds), then read until quiet.
-    let joined_by = tokio::time::Instant::now() + Duration::from_secs(60);
-    while sub.assignment().is_empty() && tokio::time::Instant::now() < joined_by {
-        let batch = sub.poll(100, Duration::from_millis(500)).await?;
-        seen += handle_dead_letters(
-            &batch,
-            redrive,
-            limit - seen.min(limit),
-            publisher.as_ref(),
-            &mut tally,
-        )
-        .await?;
-        if redrive && !batch.is_empty() {
-            sub.commit(&enrollstream_runners::consumer::commit_positions(&batch))
-                .await?;
+        DlqCommand::Redrive {
+            select,
+            ids,
+            dry_run,
+        } => {
+            let wanted = ids
+                .iter()
+                .map(|id| id.parse::<DeadLetterId>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let topics: BTreeSet<String> = if wanted.is_empty() {
+                BTreeSet::from([dlq_topic(&config, &select)?])
+            } else {
+                wanted.iter().map(|id| id.topic.clone()).collect()
+            };
+            let redrive = Redrive {
+                publisher: bus.publisher(),
+                max_redrives: config.dlq.max_redrives,
+                dry_run,
+            };
+            for topic in topics {
+                let all = redrive_plan::entries(scan(bus, &topic).await?);
+                let of_topic: Vec<&DeadLetterId> =
+                    wanted.iter().filter(|id| id.topic == topic).collect();
+                for id in of_topic
+                    .iter()
+                    .filter(|id| all.iter().all(|e| e.id != ***id))
+                {
+                    println!(
+                        "{}",
+                        json!({"id": id.to_string(), "action": "skipped", "reason": "no such dead letter"})
+                    );
+                }
+                let filter = filter(&select);
+                let picked = all.iter().filter(|e| {
+                    if of_topic.is_empty() {
+                        filter.matches(&e.message)
+                    } else {
+                        of_topic.contains(&&e.id)
+                    }
+                });
+                redrive.run(&topic, picked).await?;
+            }
         }
-    }
-    while seen < limit {
-        let batch = sub.poll(100, Duration::from_secs(2)).await?;
-        if batch.is_empty() {
-            break;
-        }
-        seen += handle_dead_letters(
-            &batch,
-            redrive,
-            limit - seen,
-            publisher.as_ref(),
-            &mut tally,
-        )
-        .await?;
-        if redrive {
-            sub.commit(&enrollstream_runners::consumer::commit_positions(&batch))
-                .await?;
-        }
-    }
-    sub.close().await?;
-    eprintln!(
-        "{} {seen} dead letter(s) of {dlq_topic}",
-        if redrive { "redrove" } else { "listed" }
-    );
-    if tally.skipped > 0 {
-        eprintln!(
-            "skipped {} dead letter(s) that cannot be redriven; see them with `enrollstream dlq list --topic {topic}`",
-            tally.skipped
-        );
     }
     Ok(())
 }
 
-/// Dead letters skipped by a redrive (they name no original topic).
-#[derive(Default)]
-struct Tally {
-    skipped: usize,
+/// The DLQ topic the operator named: `<topic>.dlq`, or `<topic>.<target>.dlq` for deliveries.
+fn dlq_topic(config: &Config, select: &DlqSelect) -> anyhow::Result<String> {
+    let topic = select
+        .topic
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--topic is required (or --id, for a redrive)"))?;
+    Ok(match &select.target {
+        Some(target) => config.topics.dlq(&format!("{topic}.{target}")),
+        None => config.topics.dlq(topic),
+    })
 }
 
-async fn handle_dead_letters(
-    batch: &[enrollstream_ports::InboundMessage],
-    redrive: bool,
-    room: usize,
-    publisher: &dyn enrollstream_ports::Publisher,
-    tally: &mut Tally,
-) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for m in batch.iter().take(room) {
-        if redrive {
-            // A dead letter that does not say where it came from (written by hand, or by an
-            // older tool) is reported and passed over: it must not stop the redrive of the
-            // others, forever. It stays on the DLQ topic for `dlq list`.
-            let Some((topic, original)) = dead_letter::redrive_message(m) else {
-                let why = match m.header(dead_letter::PAYLOAD_DROPPED) {
-                    Some(dropped) => format!("its payload was left out ({dropped}); the original is at {} partition {} offset {}", m.header(dead_letter::ORIGINAL_TOPIC).unwrap_or("?"), m.header(dead_letter::ORIGINAL_PARTITION).unwrap_or("?"), m.header(dead_letter::ORIGINAL_OFFSET).unwrap_or("?")),
-                    None => format!("it has no {} header", dead_letter::ORIGINAL_TOPIC),
-                };
-                eprintln!(
-                    "skipped the dead letter at partition {} offset {}: {why}",
-                    m.partition, m.offset
-                );
-                tally.skipped += 1;
-                continue;
-            };
-            publisher.publish(&topic, vec![original]).await?;
-        } else {
-            let payload = payload_json(&m.payload);
-            let line = serde_json::json!({
-                "dlq_offset": m.offset,
-                "dlq_partition": m.partition,
-                "key": m.key,
-                "reason": m.header(dead_letter::REASON),
-                "error": m.header(dead_letter::ERROR),
-                "original_topic": m.header(dead_letter::ORIGINAL_TOPIC),
-                "original_partition": m.header(dead_letter::ORIGINAL_PARTITION),
-                "original_offset": m.header(dead_letter::ORIGINAL_OFFSET),
-                "failed_at": m.header(dead_letter::FAILED_AT),
-                "consumer_group": m.header(dead_letter::CONSUMER_GROUP),
-                "headers": m.headers.iter().filter(|(k, _)| !k.starts_with("dlq_")).collect::<Vec<_>>(),
-                "payload": payload,
-            });
-            println!("{line}");
-        }
-        n += 1;
+fn filter(select: &DlqSelect) -> Filter {
+    Filter {
+        reason: select.reason.clone(),
+        entity_id: select.entity_id.clone(),
+        failed_since: select.since,
+        failed_until: select.until,
     }
-    Ok(n)
+}
+
+struct Redrive {
+    publisher: Arc<dyn Publisher>,
+    max_redrives: u32,
+    dry_run: bool,
+}
+
+impl Redrive {
+    /// Move what may move (or say so, in a dry run), one JSON line per dead letter. The marker
+    /// is written after the message: a crash between the two moves it again on the next run
+    /// (at least once, like every other path), never loses it.
+    async fn run<'a>(
+        &self,
+        topic: &str,
+        picked: impl Iterator<Item = &'a Entry>,
+    ) -> anyhow::Result<()> {
+        let (mut moved, mut skipped) = (0, 0);
+        for entry in picked {
+            let id = entry.id.to_string();
+            match redrive_plan::decide(entry, self.max_redrives) {
+                Decision::Move { topic: to, message } => {
+                    if !self.dry_run {
+                        self.publisher.publish(&to, vec![message]).await?;
+                        self.publisher
+                            .publish(topic, vec![redrive_plan::marker(entry)])
+                            .await?;
+                    }
+                    let action = if self.dry_run { "would_move" } else { "moved" };
+                    println!("{}", json!({"id": id, "action": action, "to": to}));
+                    moved += 1;
+                }
+                Decision::Skip(reason) => {
+                    println!(
+                        "{}",
+                        json!({"id": id, "action": "skipped", "reason": reason})
+                    );
+                    skipped += 1;
+                }
+            }
+        }
+        if self.dry_run {
+            eprintln!("dry run: would redrive {moved} dead letter(s) of {topic}, skip {skipped}");
+        } else {
+            eprintln!("redrove {moved} dead letter(s) of {topic}, skipped {skipped}");
+        }
+        Ok(())
+    }
+}
+
+/// Every message of a DLQ topic, read from its beginning by a group of its own that commits
+/// nothing, until the topic has been quiet for a moment.
+async fn scan(bus: &dyn EventBus, topic: &str) -> anyhow::Result<Vec<InboundMessage>> {
+    let mut sub = bus
+        .subscribe(SubscriptionSpec {
+            group: format!("dlq-inspect-{}", enrollstream_domain::ids::new_id()),
+            topics: vec![topic.to_string()],
+            start: StartFrom::Earliest,
+            client_id: "dlq-inspect".into(),
+        })
+        .await?;
+    let mut read = Vec::new();
+    // Wait for an assignment first (a Kafka group join takes seconds), then read until quiet.
+    let joined_by = tokio::time::Instant::now() + Duration::from_secs(60);
+    while sub.assignment().is_empty() && tokio::time::Instant::now() < joined_by {
+        read.extend(sub.poll(100, Duration::from_millis(500)).await?);
+    }
+    loop {
+        let batch = sub.poll(100, Duration::from_secs(2)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        read.extend(batch);
+    }
+    sub.close().await?;
+    Ok(read)
+}
+
+/// A dead letter as an operator reads it; `whole` adds payload and headers.
+fn view(entry: &Entry, whole: bool) -> serde_json::Value {
+    let m = &entry.message;
+    let failed_at = m.header(dead_letter::FAILED_AT);
+    let mut line = json!({
+        "id": entry.id.to_string(),
+        "topic": entry.id.topic,
+        "original_topic": m.header(dead_letter::ORIGINAL_TOPIC),
+        "original_partition": m.header(dead_letter::ORIGINAL_PARTITION),
+        "original_offset": m.header(dead_letter::ORIGINAL_OFFSET),
+        "target": m.header(DLQ_TARGET),
+        "consumer_group": m.header(dead_letter::CONSUMER_GROUP),
+        "reason": m.header(dead_letter::REASON),
+        "error": m.header(dead_letter::ERROR),
+        "attempts": m.header(dead_letter::ATTEMPTS).and_then(|a| a.parse::<u64>().ok()),
+        "first_failure": m.header(dead_letter::FIRST_FAILED_AT).or(failed_at),
+        "last_failure": failed_at,
+        "redrives": dead_letter::redrives(m),
+        "redriven": entry.moved > 0,
+        "event_id": m.header("ce_id"),
+        "entity_id": m.key,
+        "payload": payload_json(&m.payload),
+    });
+    if whole {
+        line["headers"] = m
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("dlq_"))
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    line
 }
 
 /// `enrollstream outbox parked`: what the relay could not publish, as JSON lines.

@@ -17,6 +17,7 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "relay",
     "log",
     "telemetry",
+    "dlq",
     "reminders",
     "mail",
     "deliveries",

@@ -15,6 +15,11 @@ pub const ATTEMPTS: &str = "dlq_attempts";
 /// Set on a dead letter the DLQ would not take whole: why its payload was left out. The
 /// original is still on its topic at `dlq_original_offset`.
 pub const PAYLOAD_DROPPED: &str = "dlq_payload_dropped";
+/// How often the message was redriven out of a DLQ (the loop guard counts it). Not a `dlq_`
+/// header: it travels with the message back to its topic and into the next dead letter.
+pub const REDRIVES: &str = "enrollstream_redrives";
+/// When the message was first dead-lettered; kept through redrives like `REDRIVES`.
+pub const FIRST_FAILED_AT: &str = "enrollstream_first_failed_at";
 
 /// Where a dead letter ended up.
 #[derive(Debug, PartialEq, Eq)]
@@ -119,6 +124,10 @@ pub fn dead_letter_message(
         .filter(|(k, _)| !k.starts_with("dlq_"))
         .cloned()
         .collect();
+    let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    if message.header(FIRST_FAILED_AT).is_none() {
+        headers.push((FIRST_FAILED_AT.to_string(), failed_at.clone()));
+    }
     headers.extend([
         (REASON.to_string(), why.reason.clone()),
         (ERROR.to_string(), truncate(&why.error, 4096)),
@@ -128,10 +137,7 @@ pub fn dead_letter_message(
             message.partition.to_string(),
         ),
         (ORIGINAL_OFFSET.to_string(), message.offset.to_string()),
-        (
-            FAILED_AT.to_string(),
-            Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        ),
+        (FAILED_AT.to_string(), failed_at),
         (CONSUMER_GROUP.to_string(), group.to_string()),
     ]);
     headers.extend(why.extra.iter().cloned());
@@ -142,19 +148,29 @@ pub fn dead_letter_message(
     }
 }
 
-/// The original message of a dead letter, for redrive: same key, headers and payload, minus ours.
-/// None when it cannot be redriven: it names no original topic, or its payload was left out.
+/// How often `message` was redriven already (0 when it never was).
+pub fn redrives(message: &InboundMessage) -> u32 {
+    message
+        .header(REDRIVES)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The original message of a dead letter, for redrive: same key, headers and payload, minus ours,
+/// with its redrive count one up. None when it cannot be redriven: it names no original topic,
+/// or its payload was left out.
 pub fn redrive_message(dead: &InboundMessage) -> Option<(String, OutboundMessage)> {
     if dead.header(PAYLOAD_DROPPED).is_some() {
         return None;
     }
     let topic = dead.header(ORIGINAL_TOPIC)?.to_string();
-    let headers = dead
+    let mut headers: Vec<Header> = dead
         .headers
         .iter()
-        .filter(|(k, _)| !k.starts_with("dlq_"))
+        .filter(|(k, _)| !k.starts_with("dlq_") && k != REDRIVES)
         .cloned()
         .collect();
+    headers.push((REDRIVES.to_string(), (redrives(dead) + 1).to_string()));
     Some((
         topic,
         OutboundMessage {
@@ -210,7 +226,8 @@ mod tests {
         assert_eq!(as_inbound.header(ORIGINAL_OFFSET), Some("41"));
         let (topic, back) = redrive_message(&as_inbound).unwrap();
         assert_eq!(topic, "enrollment-events");
-        assert_eq!(back.headers, original.headers);
+        assert_eq!(back.headers[0], original.headers[0]);
+        assert!(back.headers.contains(&(REDRIVES.into(), "1".into())));
         assert_eq!(back.payload, original.payload);
     }
 }

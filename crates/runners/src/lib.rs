@@ -11,6 +11,7 @@
 //! - `deliveries`: one consumer group per downstream target (Logic Apps, Salesforce, ...).
 //! - `leads`: the lead producer and the lead integration service.
 //! - `reminders`: broker signature reminders (state from events, durable timers, email).
+//! - `redrive_plan`: which dead letters a redrive moves, which stay parked, and why.
 
 pub mod backlog;
 pub mod backoff;
@@ -20,5 +21,6 @@ pub mod deliveries;
 pub mod fence;
 pub mod leads;
 pub mod projector;
+pub mod redrive_plan;
 pub mod relay;
 pub mod reminders;
