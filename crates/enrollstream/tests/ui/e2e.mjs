@@ -29,7 +29,8 @@ const problems = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   // A CSP violation or a script error shows up here: the page must run clean under its policy.
-  page.on("console", (m) => m.type() === "error" && !/status of 40[13]/.test(m.text()) && problems.push(`console: ${m.text()}`));
+  // (The refused key and the unknown id are answered 401/403/404 on purpose.)
+  page.on("console", (m) => m.type() === "error" && !/status of 40[134] /.test(m.text()) && problems.push(`console: ${m.text()}`));
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   const step = async (name, fn) => {
     try {
@@ -66,8 +67,11 @@ try {
     await published.waitFor();
     assert.ok(Number(await published.textContent()) >= expected.events_published, "events published total");
     // Rates need two scrapes: the second one (5 s later) fills the per-second column.
-    const rate = page.locator('#rates tr[data-metric="enrollstream_http_requests_total"] td').nth(2);
-    await page.waitForFunction((el) => el && !el.classList.contains("missing"), await rate.elementHandle(), { timeout: 15000 });
+    // Each refresh rebuilds the rows, so look the cell up afresh on every poll.
+    await page.waitForFunction(() => {
+      const cell = document.querySelector('#rates tr[data-metric="enrollstream_http_requests_total"] td:nth-child(3)');
+      return cell && !cell.classList.contains("missing");
+    }, null, { timeout: 15000 });
     for (const name of expected.lag_metrics) {
       assert.equal(await page.locator(`#lag tr[data-metric="${name}"]`).count() > 0, true, `lag row for ${name}`);
     }
