@@ -8,6 +8,8 @@
 #   - FerretDB 1.24.2 (MongoDB wire protocol on SQLite), built with Go from the module proxy
 #     into .../ferretdb-1.24.2/bin (about 2 minutes on 2 cores)
 #   - aiosmtpd (SMTP server) with pip
+#   - playwright-core (drives Debian's chromium for the dashboard's test) with npm, into
+#     .../playwright-core-VERSION/node_modules; the browser comes from scripts/install-build-deps.sh
 # Then prints the paths that scripts/testbed/env.sh exports for the tests.
 set -euo pipefail
 
@@ -20,6 +22,7 @@ fail() { echo "testbed install: $*" >&2; exit 1; }
 KAFKA_VERSION=4.1.1
 FERRETDB_VERSION=1.24.2
 AIOSMTPD_VERSION=1.4.6
+PLAYWRIGHT_CORE_VERSION=1.64.1
 # Any fixed id works: each test broker is a cluster of its own.
 KAFKA_CLUSTER_ID=ZW5yb2xsc3RyZWFtLXRlcw
 
@@ -208,10 +211,25 @@ install_python_components() {
     "$py" -c 'import aiosmtpd' || fail "aiosmtpd was installed but does not import in $py"
 }
 
+install_playwright_core() {
+    local home="$cache/playwright-core-$PLAYWRIGHT_CORE_VERSION"
+    if [ -f "$home/node_modules/playwright-core/package.json" ]; then
+        echo "playwright-core: present at $home"
+        return
+    fi
+    command -v npm >/dev/null || fail "npm not found: the dashboard's test drives chromium with playwright-core from npm"
+    echo "playwright-core: npm installing playwright-core@$PLAYWRIGHT_CORE_VERSION into $home"
+    mkdir -p "$home"
+    # playwright-core has no install script and downloads no browser.
+    npm install --silent --no-audit --no-fund --prefix "$home" "playwright-core@$PLAYWRIGHT_CORE_VERSION" \
+        || fail "npm install playwright-core@$PLAYWRIGHT_CORE_VERSION failed"
+}
+
 install_kafka
 install_kafka_class_archive
 install_ferretdb
 install_python_components
+install_playwright_core
 
 # shellcheck source=env.sh
 source "$here/env.sh"
@@ -221,3 +239,5 @@ echo "  ENROLLSTREAM_KAFKA_HOME=$ENROLLSTREAM_KAFKA_HOME"
 echo "  ENROLLSTREAM_JAVA=$ENROLLSTREAM_JAVA"
 echo "  ENROLLSTREAM_FERRETDB_BIN=$ENROLLSTREAM_FERRETDB_BIN"
 echo "  ENROLLSTREAM_PYTHON=$ENROLLSTREAM_PYTHON"
+echo "  ENROLLSTREAM_PLAYWRIGHT=$ENROLLSTREAM_PLAYWRIGHT"
+echo "  ENROLLSTREAM_CHROMIUM=$ENROLLSTREAM_CHROMIUM"

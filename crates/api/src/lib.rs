@@ -19,6 +19,7 @@ mod recent;
 mod schemas;
 mod security;
 pub mod server;
+mod ui;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
@@ -180,7 +181,8 @@ fn build(state: ApiState, serves: impl Fn(&str) -> bool) -> Router {
     if serves(graphql::PATH) {
         let extra = graphql::routes(&shared.api.config.graphql)
             .into_iter()
-            .chain(auth::admin::routes());
+            .chain(auth::admin::routes())
+            .chain(ui::routes());
         for (path, method_router) in extra {
             router = router.route(path, method_router);
         }

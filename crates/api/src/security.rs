@@ -59,6 +59,16 @@ pub fn document(doc: &mut Value) {
         "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
         "responses": {"204": {"description": "Revoked"}, "404": answer("no active key of that name")},
     });
+    let html = json!({"text/html": {"schema": {"type": "string"}}});
+    doc["paths"][crate::ui::PATH]["get"] = json!({
+        "summary": "The operator's dashboard (static; its data calls need an `admin` credential)",
+        "responses": {"200": {"description": "The dashboard's shell", "content": html}},
+    });
+    doc["paths"][crate::ui::ASSET_PATH]["get"] = json!({
+        "summary": "A file of the dashboard (HTML, CSS, ES modules), served with a strict Content-Security-Policy",
+        "parameters": [{"name": "asset", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "The file"}, "404": {"description": "No such file"}},
+    });
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };

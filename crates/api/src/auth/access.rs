@@ -28,6 +28,8 @@ pub fn required(method: &Method, route: &str, public_metrics: bool) -> Access {
         "/healthz" | "/readyz" => Public,
         // GraphiQL's page, where configured: static HTML; its queries POST with a credential.
         "/graphql" if *method == Method::GET => Public,
+        // The dashboard's files hold no data; every call they make sends an admin credential.
+        "/ui" | "/ui/{asset}" if *method == Method::GET => Public,
         "/metrics" if public_metrics => Public,
         "/metrics" => Access::Scope(Scope::Admin),
         "/openapi.json" | "/graphql" | "/graphql/schema.graphql" => Authenticated,
@@ -65,6 +67,11 @@ mod tests {
             assert_eq!(access, expected, "{method} {path}");
         }
         assert_eq!(required(&Method::GET, "/metrics", true), Access::Public);
+        assert_eq!(required(&Method::GET, "/ui/{asset}", false), Access::Public);
+        assert_eq!(
+            required(&Method::POST, "/ui", false),
+            Access::Scope(Scope::Admin)
+        );
         assert_eq!(
             required(&Method::POST, "/v1/new-thing", false),
             Access::Scope(Scope::Admin)

@@ -1,0 +1,47 @@
+import { call, row, Unauthorized } from "/ui/api.js";
+
+const $ = (id) => document.getElementById(id);
+const KINDS = ["application", "quote"];
+let wired = false;
+
+// A quote or an application by id: its current state and the events that made it.
+async function load(kind, id, signedOut) {
+  $("entity-error").textContent = "";
+  $("entity-view").hidden = true;
+  const base = `/v1/${kind}s/${encodeURIComponent(id)}`;
+  try {
+    const [state, log] = await Promise.all([call(base), call(`${base}/events`)]);
+    $("entity-status").textContent = state.status ?? "";
+    $("entity-state").textContent = JSON.stringify(state, null, 2);
+    const body = $("timeline").tBodies[0];
+    body.replaceChildren();
+    for (const event of log.events) {
+      const tr = row([event.version, event.time, event.type, event.source ?? "", event.position ?? ""]);
+      tr.dataset.eventId = event.event_id;
+      tr.title = JSON.stringify(event.data);
+      body.append(tr);
+    }
+    $("entity-view").hidden = false;
+  } catch (error) {
+    if (error instanceof Unauthorized) return signedOut(error.message);
+    $("entity-error").textContent = `${kind} ${id}: ${error.message}`;
+  }
+}
+
+export async function start([kind, id], { signedOut }) {
+  if (!wired) {
+    wired = true;
+    $("entity-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const id = $("entity-id").value.trim();
+      location.hash = `#/entity/${$("entity-kind").value}/${encodeURIComponent(id)}`;
+    });
+  }
+  if (!KINDS.includes(kind) || !id) {
+    $("entity-view").hidden = true;
+    return;
+  }
+  $("entity-kind").value = kind;
+  $("entity-id").value = id;
+  await load(kind, id, signedOut);
+}
