@@ -182,6 +182,8 @@ async fn openapi_json_describes_every_route_and_every_route_in_it_is_served() {
         ("get", "/v1/admin/api-keys"),
         ("post", "/v1/admin/api-keys"),
         ("delete", "/v1/admin/api-keys/{name}"),
+        ("get", "/ui"),
+        ("get", "/ui/{asset}"),
     ];
     for (method, path) in expected {
         assert!(
@@ -196,7 +198,8 @@ async fn openapi_json_describes_every_route_and_every_route_in_it_is_served() {
             operations += 1;
             let concrete = path
                 .replace("{id}", "X-1")
-                .replace("{type}", "com.enrollstream.quote.created.v1");
+                .replace("{type}", "com.enrollstream.quote.created.v1")
+                .replace("{asset}", "app.js");
             let res = app
                 .http
                 .request(

@@ -436,7 +436,16 @@ async fn redrive_skips_and_counts_what_it_cannot_redrive() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("redrove 1 dead letter(s)"), "{stderr}");
-    assert!(stderr.contains("skipped 1 dead letter(s)"), "{stderr}");
+    assert!(stderr.contains(", skipped 1"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(r#""action":"skipped""#))
+            .count(),
+        1,
+        "one JSON line names the skipped dead letter: {stdout}"
+    );
 }
 
 #[tokio::test]
