@@ -311,3 +311,30 @@ pub async fn read_until(
     sub.close().await.expect("close");
     all
 }
+
+/// Poll `remaining` until it reaches zero; fail when it has not gone down for `stall`. A bound
+/// on progress, not on the total: on a busy machine a backlog drains slowly but steadily, and a
+/// stuck one (the defect these waits look for) stops moving.
+pub async fn drained<F, Fut>(what: &str, stall: Duration, mut remaining: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    let mut best = u64::MAX;
+    let mut moved_at = Instant::now();
+    loop {
+        match remaining().await {
+            Some(0) => return,
+            Some(left) if left < best => {
+                best = left;
+                moved_at = Instant::now();
+            }
+            _ => {}
+        }
+        assert!(
+            moved_at.elapsed() < stall,
+            "{what}: no progress for {stall:?}, {best} left"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
