@@ -3,12 +3,15 @@
 //! out pauses and an open circuit, and dead-letters what can never be delivered.
 
 use chrono::{DateTime, Utc};
+use enrollstream_domain::envelope::trace_id;
+use enrollstream_domain::CloudEvent;
 use enrollstream_ports::codec;
 use enrollstream_ports::target::{Delivery, DeliveryError, Target};
 use enrollstream_ports::{Clock, InboundMessage, Publisher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::guard::{Guard, Role};
 use super::lanes::LaneKey;
@@ -53,7 +56,12 @@ pub async fn deliver(ctx: Arc<Context>, message: InboundMessage, ticket: u64) ->
     let lane = LaneKey::of(&message);
     let offset = message.offset;
     match codec::decode(&message) {
-        Ok(event) => attempt_until_done(&ctx, &message, Delivery { event, attempt: 0 }).await,
+        Ok(event) => {
+            let span = delivery_span(&ctx.target_name, &event);
+            attempt_until_done(&ctx, &message, Delivery { event, attempt: 0 })
+                .instrument(span)
+                .await
+        }
         Err(e) => {
             let why = DeadLetter::new("undecodable", &e);
             dead_letter(&ctx, &message, why, None, 0).await;
@@ -81,7 +89,24 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
                 .await
                 .expect("permits are never closed");
             let started = Instant::now();
-            let result = ctx.target.deliver(&delivery).await;
+            let traceparent = delivery.event.traceparent.as_deref();
+            let span = tracing::info_span!(
+                "delivery.attempt",
+                trace_parent = traceparent,
+                target_name = target,
+                attempt = delivery.attempt,
+                outcome = tracing::field::Empty,
+            );
+            let result = ctx.target.deliver(&delivery).instrument(span.clone()).await;
+            span.record(
+                "outcome",
+                match &result {
+                    Ok(_) => "delivered",
+                    Err(DeliveryError::Permanent { .. }) => "rejected",
+                    Err(DeliveryError::Unauthorized { .. }) => "unauthorized",
+                    Err(DeliveryError::Transient { .. }) => "failed",
+                },
+            );
             metrics::histogram!("enrollstream_delivery_seconds", "target" => target.to_string())
                 .record(started.elapsed().as_secs_f64());
             result
@@ -136,6 +161,19 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
             }
         }
     }
+}
+
+/// What every log line of one message's delivery carries: the notification, the event and
+/// entity it is about, and its trace.
+fn delivery_span(target: &str, event: &CloudEvent) -> tracing::Span {
+    tracing::info_span!(
+        "delivery",
+        target_name = target,
+        notification_id = %event.id,
+        event_id = event.data.get("event_id").and_then(|v| v.as_str()),
+        entity_id = event.subject.as_deref(),
+        trace_id = event.traceparent.as_deref().map(trace_id),
+    )
 }
 
 fn count(target: &str, outcome: &'static str) {
