@@ -144,6 +144,10 @@ async fn one_application_is_one_trace_from_the_api_to_its_delivery() {
     );
     assert_eq!(attempt.attribute("target_name"), Some("logic_apps"));
     assert_eq!(attempt.attribute("outcome"), Some("delivered"));
+    // The workflow was called in the attempt's span: its own trace continues from there.
+    let called = workflow.requests();
+    let sent = called[0].header("traceparent").expect("a traceparent");
+    assert_eq!(sent, format!("00-{CALLER_TRACE}-{}-01", attempt.span_id));
 
     // The JSON log line of the delivery names the event, the entity and the trace.
     let logged = eventually("the delivery's log line", Duration::from_secs(30), || {

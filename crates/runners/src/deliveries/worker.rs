@@ -3,10 +3,10 @@
 //! out pauses and an open circuit, and dead-letters what can never be delivered.
 
 use chrono::{DateTime, Utc};
-use enrollstream_domain::envelope::trace_id;
+use enrollstream_domain::envelope::{continue_trace, trace_id};
 use enrollstream_domain::CloudEvent;
 use enrollstream_ports::codec;
-use enrollstream_ports::target::{Delivery, DeliveryError, Target};
+use enrollstream_ports::target::{Delivered, Delivery, DeliveryError, Target};
 use enrollstream_ports::{Clock, InboundMessage, Publisher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,38 +79,11 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
     let policy = &ctx.settings.retry;
     let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
     let mut counted = 0u32;
+    let notification_trace = delivery.event.traceparent.clone();
     loop {
         let admission = ctx.guard.admit().await;
         delivery.attempt += 1;
-        let result = {
-            let _permit = ctx
-                .permits
-                .acquire()
-                .await
-                .expect("permits are never closed");
-            let started = Instant::now();
-            let traceparent = delivery.event.traceparent.as_deref();
-            let span = tracing::info_span!(
-                "delivery.attempt",
-                trace_parent = traceparent,
-                target_name = target,
-                attempt = delivery.attempt,
-                outcome = tracing::field::Empty,
-            );
-            let result = ctx.target.deliver(&delivery).instrument(span.clone()).await;
-            span.record(
-                "outcome",
-                match &result {
-                    Ok(_) => "delivered",
-                    Err(DeliveryError::Permanent { .. }) => "rejected",
-                    Err(DeliveryError::Unauthorized { .. }) => "unauthorized",
-                    Err(DeliveryError::Transient { .. }) => "failed",
-                },
-            );
-            metrics::histogram!("enrollstream_delivery_seconds", "target" => target.to_string())
-                .record(started.elapsed().as_secs_f64());
-            result
-        };
+        let result = attempt(ctx, &mut delivery, notification_trace.as_deref()).await;
         let id = delivery.event.id.as_str();
         match result {
             Ok(done) => {
@@ -161,6 +134,42 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
             }
         }
     }
+}
+
+/// One call to the target, in a span of its own under the notification's; the target is sent
+/// that span as the `traceparent`, so its own trace continues from this attempt.
+async fn attempt(
+    ctx: &Context,
+    delivery: &mut Delivery,
+    notification_trace: Option<&str>,
+) -> Result<Delivered, DeliveryError> {
+    let target = ctx.target_name.as_str();
+    let _permit = ctx
+        .permits
+        .acquire()
+        .await
+        .expect("permits are never closed");
+    delivery.event.traceparent = notification_trace.map(|p| continue_trace(Some(p)));
+    let span = tracing::info_span!(
+        "delivery.attempt",
+        trace_parent = notification_trace,
+        trace_span = delivery.event.traceparent.as_deref(),
+        target_name = target,
+        attempt = delivery.attempt,
+        outcome = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = ctx.target.deliver(delivery).instrument(span.clone()).await;
+    metrics::histogram!("enrollstream_delivery_seconds", "target" => target.to_string())
+        .record(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(_) => "delivered",
+        Err(DeliveryError::Permanent { .. }) => "rejected",
+        Err(DeliveryError::Unauthorized { .. }) => "unauthorized",
+        Err(DeliveryError::Transient { .. }) => "failed",
+    };
+    span.record("outcome", outcome);
+    result
 }
 
 /// What every log line of one message's delivery carries: the notification, the event and
