@@ -205,7 +205,7 @@ impl Projector {
                         current.insert(entity, Known::Stored(change.event.version, change.state));
                     }
                     Err(Failure::Refused(why)) => {
-                        tracing::warn!(event_id = %change.event.event_id, error = %why, "the store refused an event");
+                        tracing::warn!(event_id = %change.event.event_id, entity_id = %change.event.entity_id, trace_id = change.event.envelope.traceparent.as_deref().map(trace_id), error = %why, "the store refused an event");
                         outcomes[p.index] =
                             Outcome::DeadLetter(DeadLetter::new("store_refused", &why));
                     }
@@ -214,7 +214,7 @@ impl Projector {
                 Err(StoreError::Fatal(why)) => {
                     // A store that fails everything is down, not refusing this event.
                     self.store.check().await.map_err(retry)?;
-                    tracing::warn!(event_id = %change.event.event_id, error = %why, "the store refused an event");
+                    tracing::warn!(event_id = %change.event.event_id, entity_id = %change.event.entity_id, trace_id = change.event.envelope.traceparent.as_deref().map(trace_id), error = %why, "the store refused an event");
                     outcomes[p.index] = Outcome::DeadLetter(DeadLetter::new("store_refused", &why));
                 }
                 Err(e) => return Err(retry(e)),

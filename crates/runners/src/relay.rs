@@ -189,7 +189,7 @@ impl Relay {
         } else {
             match publisher.publish(&dlq, vec![dead]).await {
                 Ok(()) => {
-                    tracing::warn!(id = %m.id, topic = %m.topic, %dlq, %reason, %error, "outbox message dead-lettered");
+                    tracing::warn!(id = %m.id, topic = %m.topic, event_id = %m.event_id, entity_id = %m.message.key, %dlq, %reason, %error, "outbox message dead-lettered");
                     metrics::counter!("enrollstream_outbox_parked_total", "topic" => m.topic.clone(), "where" => "dlq").increment(1);
                     return Ok(());
                 }
@@ -203,7 +203,7 @@ impl Relay {
             .park_outbox(m, &format!("{reason}: {refused}"), Utc::now())
             .await
             .map_err(|e| format!("parking outbox message {}: {e}", m.id))?;
-        tracing::error!(id = %m.id, topic = %m.topic, event_id = %m.event_id, %reason, error = %refused, "ALERT: an outbox message the bus will not take is parked in the store; raise the limit or inspect it, then publish it by hand");
+        tracing::error!(id = %m.id, topic = %m.topic, event_id = %m.event_id, entity_id = %m.message.key, %reason, error = %refused, "ALERT: an outbox message the bus will not take is parked in the store; raise the limit or inspect it, then publish it by hand");
         metrics::counter!("enrollstream_outbox_parked_total", "topic" => m.topic.clone(), "where" => "store").increment(1);
         Ok(())
     }
