@@ -2,7 +2,7 @@
 //! rendered at `/metrics`).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -29,9 +29,11 @@ pub fn init_logs(
         Some(Err(e)) => return Err(e),
         _ => None,
     };
-    let spans = traces
-        .as_ref()
-        .map(|t| SpanExport::new(t.processor()).with_filter(filter_fn(declares_trace)));
+    // Decided per callsite once (metadata only); the pipeline's spans are all `info`.
+    let spans = traces.as_ref().map(|t| {
+        SpanExport::new(t.processor())
+            .with_filter(filter_fn(declares_trace).with_max_level_hint(LevelFilter::INFO))
+    });
     // `try_init`: a second call (tests) keeps the first subscriber instead of panicking.
     let _ = tracing_subscriber::registry()
         .with(logs.with_filter(filter))

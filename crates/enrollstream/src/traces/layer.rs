@@ -35,9 +35,11 @@ const TRACE_ID: &str = "trace_id";
 const MAX_ATTRIBUTES: usize = 32;
 const MAX_VALUE_CHARS: usize = 1024;
 
-/// Whether a span takes part in traces at all (the per-layer filter).
+/// Whether a span takes part in traces at all (the per-layer filter): an `info` (or louder)
+/// span declaring a trace field.
 pub fn declares_trace(metadata: &tracing::Metadata<'_>) -> bool {
     metadata.is_span()
+        && *metadata.level() <= tracing::Level::INFO
         && (metadata.fields().field(PARENT).is_some() || metadata.fields().field(OWN).is_some())
 }
 
