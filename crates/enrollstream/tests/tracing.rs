@@ -2,7 +2,8 @@
 //! receiver on 127.0.0.1, one application's spans — the API request, the projector applying
 //! its event, the relay publishing its notifications and each delivery attempt to Logic Apps —
 //! arrive in the caller's trace, each under the span before it; the JSON log lines of the
-//! delivery carry event, entity and trace id. With the collector down the pipeline still flows.
+//! delivery carry event, entity and trace id. With the collector down or silent the pipeline
+//! still flows, and the process still stops cleanly.
 
 mod support;
 
@@ -169,15 +170,11 @@ async fn one_application_is_one_trace_from_the_api_to_its_delivery() {
     app.stop();
 }
 
-#[tokio::test]
-async fn without_a_collector_the_pipeline_still_flows() {
-    // A port nobody listens on: every export is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+/// One application through a binary exporting to `endpoint`, which takes no spans.
+async fn the_pipeline_flows_despite(endpoint: &str) {
     let workflow = Fake::logic_apps("trigger-sig", None).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &endpoint, &workflow.trigger_url());
+    let config = write_config(dir.path(), endpoint, &workflow.trigger_url());
     let mut app = spawn(dir.path(), &config, &dir.path().join("serve.log"));
 
     let (application_id, _) = start_application(&app).await;
@@ -194,4 +191,22 @@ async fn without_a_collector_the_pipeline_still_flows() {
     .await;
     // And it still stops cleanly, the last export bounded by `otlp_timeout`.
     app.stop();
+}
+
+#[tokio::test]
+async fn without_a_collector_the_pipeline_still_flows() {
+    // A port nobody listens on: every export is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    the_pipeline_flows_despite(&endpoint).await;
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_holds_nothing_up() {
+    // Connections are taken (the kernel's backlog) and never answered: every export times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    the_pipeline_flows_despite(&endpoint).await;
+    drop(silent);
 }
