@@ -77,7 +77,6 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut fields = Fields::default();
         attrs.record(&mut fields);
-        let remote = fields.parent.as_deref().and_then(parse);
         let ancestor = || {
             span.parent().and_then(|p| {
                 p.extensions()
@@ -85,8 +84,10 @@ where
                     .map(|open| open.context.clone())
             })
         };
-        let parent = remote
-            .clone()
+        let parent = fields
+            .parent
+            .as_deref()
+            .and_then(parse)
             .map(|c| (c, true))
             .or_else(|| ancestor().map(|c| (c, false)));
         let context = match (fields.own.as_deref().and_then(parse), &parent) {
