@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use enrollstream_domain::envelope::new_traceparent;
+use enrollstream_domain::envelope::{continue_trace, trace_id};
 use enrollstream_domain::ids::new_id;
 use enrollstream_domain::projection::{project, ProjectionError};
 use enrollstream_domain::{CloudEvent, DomainEvent, EntityKind, FieldError};
@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use tokio::time::Instant;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use crate::dto::{self, CommandBody};
 use crate::extract::{self, Body, EntityId};
@@ -124,13 +126,37 @@ fn rest_input(
     })
 }
 
-/// The one path of every command, whichever transport it came by: decode and validate,
-/// (reserve the idempotency key), check against the read model, publish, answer.
+/// The one path of every command, whichever transport it came by, in the span the command's
+/// event carries on (its `traceparent`): the caller's trace continued, or a new one.
 pub(crate) async fn execute<C: CommandBody>(
     shared: &Shared,
     input: CommandInput,
     entity_id: String,
     must_exist: bool,
+) -> Result<Accepted, Problem> {
+    let traceparent = continue_trace(input.traceparent.as_deref());
+    let span = tracing::info_span!(
+        "api.request",
+        trace_parent = input.traceparent.as_deref(),
+        trace_span = %traceparent,
+        trace_id = trace_id(&traceparent),
+        event_id = Empty,
+        entity_id = Empty,
+        event_type = Empty,
+    );
+    command::<C>(shared, input, entity_id, must_exist, traceparent)
+        .instrument(span)
+        .await
+}
+
+/// Decode and validate, (reserve the idempotency key), check against the read model, publish,
+/// answer.
+async fn command<C: CommandBody>(
+    shared: &Shared,
+    input: CommandInput,
+    entity_id: String,
+    must_exist: bool,
+    traceparent: String,
 ) -> Result<Accepted, Problem> {
     let limits = &shared.api.config.event_limits;
     // An id from the caller (path or GraphQL argument) becomes a header value and a document
@@ -147,7 +173,6 @@ pub(crate) async fn execute<C: CommandBody>(
     let key = input.idempotency_key;
     let kind = event.kind();
     let entity_id = event.entity_id().to_string();
-    let traceparent = input.traceparent.unwrap_or_else(new_traceparent);
     let envelope = CloudEvent::new(
         &event,
         &api.config.source,
@@ -219,6 +244,10 @@ pub(crate) async fn execute<C: CommandBody>(
 
     // A replayed create carries the id of its first attempt, not the one made just now.
     let entity_id = envelope.entity_id().to_string();
+    let span = tracing::Span::current();
+    span.record("event_id", envelope.id.as_str());
+    span.record("entity_id", entity_id.as_str());
+    span.record("event_type", envelope.ty.as_str());
     if must_exist {
         check_against_read_model(shared, &input.after, kind, &entity_id, &envelope).await?;
     }

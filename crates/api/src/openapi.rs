@@ -439,7 +439,7 @@ fn parameters() -> Value {
                 time (same event id) and publishes nothing new; with another request it is a 422"},
         "Traceparent": {"name": "traceparent", "in": "header", "required": false,
             "schema": {"type": "string"},
-            "description": "W3C trace context, carried into the event"},
+            "description": "W3C trace context: the event carries the API request's span in this trace, a child of this one"},
     })
 }
 

@@ -84,7 +84,7 @@ async fn patch_quote_publishes_quote_updated() {
 }
 
 #[tokio::test]
-async fn the_request_traceparent_is_carried_into_the_event() {
+async fn the_event_continues_the_request_trace_under_the_api_span() {
     let app = App::spawn().await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let res = app
@@ -97,7 +97,11 @@ async fn the_request_traceparent_is_carried_into_the_event() {
         .unwrap();
     assert_eq!(res.status(), 202);
     let published = app.published(APPLICATIONS).await;
-    assert_eq!(published[0].1.traceparent.as_deref(), Some(traceparent));
+    let carried = published[0].1.traceparent.clone().expect("a traceparent");
+    // The same trace and flags; the span is the API's own (the caller's is its parent).
+    assert_eq!(&carried[..36], &traceparent[..36], "{carried}");
+    assert_eq!(&carried[52..], &traceparent[52..], "{carried}");
+    assert_ne!(carried, traceparent);
 }
 
 #[tokio::test]

@@ -200,10 +200,36 @@ pub fn child_traceparent(parent: &str, child_id: &str) -> String {
             .collect()
     };
     let span = hex(&["span", parent, child_id], 16);
-    match parent.split('-').nth(1).filter(|t| t.len() == 32) {
-        Some(trace) => format!("00-{trace}-{span}-01"),
-        None => format!("00-{}-{span}-01", hex(&["trace", child_id], 32)),
+    let parts: Vec<&str> = parent.split('-').collect();
+    match parts.as_slice() {
+        // The flags too: a trace the caller does not sample stays unsampled all the way down.
+        [_, trace, _, flags] if trace.len() == 32 && flags.len() == 2 => {
+            format!("00-{trace}-{span}-{flags}")
+        }
+        _ => format!("00-{}-{span}-01", hex(&["trace", child_id], 32)),
     }
+}
+
+/// A traceparent for a new span in `parent`'s trace (its trace id and flags, a fresh span id),
+/// or the root of a new trace without one: the span of the API request that makes an event, so
+/// that everything downstream hangs under it rather than beside it.
+pub fn continue_trace(parent: Option<&str>) -> String {
+    let fresh = new_traceparent();
+    match parent.map(|p| p.split('-').collect::<Vec<_>>()) {
+        Some(parts) if parts.len() == 4 && parts[1].len() == 32 => {
+            format!("00-{}-{}-{}", parts[1], &fresh[36..52], parts[3])
+        }
+        _ => fresh,
+    }
+}
+
+/// The trace id of a traceparent (its 32 hex digits) for log lines; empty when malformed.
+pub fn trace_id(traceparent: &str) -> &str {
+    traceparent
+        .split('-')
+        .nth(1)
+        .filter(|t| t.len() == 32)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -222,6 +248,21 @@ mod tests {
             product: "dental-basic".into(),
             quote_id: None,
         }))
+    }
+
+    #[test]
+    fn a_continued_trace_keeps_the_trace_and_flags_with_a_new_span() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let child = continue_trace(Some(parent));
+        assert!(is_traceparent(&child), "{child}");
+        assert_eq!(trace_id(&child), trace_id(parent));
+        assert_eq!(trace_id(parent), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(&child[36..52], &parent[36..52]);
+        assert!(child.ends_with("-00"));
+        let root = continue_trace(None);
+        assert!(is_traceparent(&root));
+        assert_ne!(trace_id(&root), trace_id(parent));
+        assert_eq!(trace_id("garbage"), "");
     }
 
     #[test]
@@ -300,5 +341,7 @@ mod tests {
         let orphan = child_traceparent("garbage", "message-1");
         assert!(is_traceparent(&orphan));
         assert_eq!(orphan, child_traceparent("garbage", "message-1"));
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(child_traceparent(unsampled, "message-1").ends_with("-00"));
     }
 }

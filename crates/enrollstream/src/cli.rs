@@ -194,7 +194,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         mongodb: cli.mongodb_uri.clone().map(|uri| MongoOverride { uri }),
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
-    crate::telemetry::init_logs(&config.log);
+    // Spans are exported by `serve` only: the other commands are short operations of their own.
+    let exports = matches!(cli.command, Command::Serve { .. });
+    let traces = crate::telemetry::init_logs(&config.log, exports.then_some(&config.telemetry))?;
     match cli.command {
         Command::Serve { roles, .. } => {
             let roles = if roles.is_empty() {
@@ -202,7 +204,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 roles
             };
-            app::serve(config, &roles).await
+            let served = app::serve(config, &roles).await;
+            if let Some(traces) = traces {
+                traces.shutdown().await;
+            }
+            served
         }
         Command::Config { check: true } => {
             println!(

@@ -189,12 +189,24 @@ pub struct TelemetryConfig {
     /// How often the backlog gauges are sampled; each sample queries the bus and the store.
     #[serde(with = "humantime_serde")]
     pub sample_every: std::time::Duration,
+    /// Where `serve` sends its spans (OTLP over HTTP, protobuf): the collector's traces URL, or
+    /// its base URL (`http://collector:4318`, to which `/v1/traces` is added). Unset: no export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// How long one export may take before it is given up (its spans are dropped).
+    #[serde(with = "humantime_serde")]
+    pub otlp_timeout: std::time::Duration,
+    /// Spans held for export at most; beyond it new spans are dropped, never waited for.
+    pub otlp_queue_size: usize,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             sample_every: std::time::Duration::from_secs(5),
+            otlp_endpoint: None,
+            otlp_timeout: std::time::Duration::from_secs(5),
+            otlp_queue_size: 2048,
         }
     }
 }
@@ -375,11 +387,7 @@ impl Config {
             self.relay.max_message_bytes >= 1024,
             "relay.max_message_bytes must be at least 1024"
         );
-        anyhow::ensure!(
-            (std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(300))
-                .contains(&self.telemetry.sample_every),
-            "telemetry.sample_every must be between 100ms and 5m"
-        );
+        self.telemetry.validate()?;
         anyhow::ensure!(
             matches!(self.log.format.as_str(), "text" | "json"),
             "log.format must be \"text\" or \"json\", not {:?}",

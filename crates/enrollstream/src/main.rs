@@ -10,6 +10,7 @@ mod rebuild_progress;
 mod strict;
 mod supervise;
 mod telemetry;
+mod traces;
 
 use clap::Parser;
 

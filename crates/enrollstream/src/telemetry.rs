@@ -1,22 +1,45 @@
-//! Logs (tracing, text or JSON) and metrics (Prometheus text rendered at `/metrics`).
+//! Logs (tracing, text or JSON), spans (OTLP, when configured) and metrics (Prometheus text
+//! rendered at `/metrics`).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, TelemetryConfig};
+use crate::traces::{declares_trace, SpanExport, Traces};
 
-pub fn init_logs(config: &LogConfig) {
+/// Start logging, and span export when `telemetry` names a collector. The log filter does not
+/// apply to exported spans: a quiet log still traces.
+pub fn init_logs(
+    config: &LogConfig,
+    telemetry: Option<&TelemetryConfig>,
+) -> anyhow::Result<Option<Traces>> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // `try_init`: a second call (tests) keeps the first subscriber instead of panicking.
-    let _ = if config.format == "json" {
-        builder.json().try_init()
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if config.format == "json" {
+        logs.json().boxed()
     } else {
-        builder.try_init()
+        logs.boxed()
     };
+    let traces = match telemetry.map(|t| t.otlp_traces_url().map(|url| (t, url))) {
+        Some(Ok((telemetry, Some(url)))) => Some(Traces::start(telemetry, &url)?),
+        Some(Err(e)) => return Err(e),
+        _ => None,
+    };
+    // Decided per callsite once (metadata only); the pipeline's spans are all `info`.
+    let spans = traces.as_ref().map(|t| {
+        SpanExport::new(t.processor())
+            .with_filter(filter_fn(declares_trace).with_max_level_hint(LevelFilter::INFO))
+    });
+    // `try_init`: a second call (tests) keeps the first subscriber instead of panicking.
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans)
+        .try_init();
+    Ok(traces)
 }
 
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {

@@ -14,7 +14,9 @@ use std::time::Duration;
 /// One attempt to deliver one message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Delivery {
-    /// The message as a CloudEvent (decoded from the bus headers and payload).
+    /// The message as a CloudEvent (decoded from the bus headers and payload); its
+    /// `traceparent` names this attempt's span (a child of the notification's), which the
+    /// target passes on.
     pub event: CloudEvent,
     /// 1 for the first attempt; retries and redeliveries within one run count up.
     pub attempt: u32,

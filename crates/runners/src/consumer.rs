@@ -4,6 +4,8 @@
 //! no-ops; a bad message costs one DLQ write and never blocks its partition.
 
 use async_trait::async_trait;
+use enrollstream_domain::envelope::trace_id;
+use enrollstream_ports::codec;
 use enrollstream_ports::{
     BusError, CommitPosition, EventBus, HealthRegistry, InboundMessage, StartFrom, Subscription,
     SubscriptionSpec,
@@ -284,7 +286,8 @@ impl Steps {
         let mut dead: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for (message, outcome) in batch.iter().zip(&outcomes) {
             if let Outcome::DeadLetter(why) = outcome {
-                tracing::warn!(group = %group, topic = %message.topic, partition = message.partition, offset = message.offset, reason = %why.reason, error = %why.error, "dead-lettering message");
+                let (event_id, entity_id, trace_id) = log_ids(message);
+                tracing::warn!(group = %group, topic = %message.topic, partition = message.partition, offset = message.offset, event_id, entity_id, trace_id, reason = %why.reason, error = %why.error, "dead-lettering message");
                 metrics::counter!("enrollstream_dead_letters_total", "group" => group.clone(), "reason" => why.reason.clone()).increment(1);
                 dead.entry(format!("{}{}", message.topic, self.settings.dlq_suffix))
                     .or_default()
@@ -423,4 +426,21 @@ pub fn commit_positions(batch: &[InboundMessage]) -> Vec<CommitPosition> {
             next_offset,
         })
         .collect()
+}
+
+/// A message's event id, entity id and trace id for a log line, as far as it has them; cut
+/// short, since a message that is dead-lettered may hold anything.
+fn log_ids(message: &InboundMessage) -> (Option<&str>, Option<&str>, Option<&str>) {
+    fn short(s: &str) -> &str {
+        let mut end = s.len().min(128);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        &s[..end]
+    }
+    (
+        message.header("ce_id").map(short),
+        message.key.as_deref().map(short),
+        message.header(codec::TRACEPARENT).map(trace_id),
+    )
 }

@@ -5,8 +5,9 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
+use enrollstream_domain::envelope::trace_id;
 use enrollstream_domain::limits::Limits;
-use enrollstream_domain::projection::{project, ProjectionError};
+use enrollstream_domain::projection::{project, Projection, ProjectionError};
 use enrollstream_domain::routing::RoutingRules;
 use enrollstream_domain::{CloudEvent, DomainEvent, EntityKind, ValidationError};
 use enrollstream_ports::codec;
@@ -149,6 +150,8 @@ impl Projector {
 
         let now = Utc::now();
         let mut changes: Vec<Change> = Vec::with_capacity(pending.len());
+        // Open until the write is done (dropped on return): how long applying took.
+        let mut spans = Vec::new();
         for p in pending {
             let entity = (p.kind, p.event.entity_id().to_string());
             let state = match current.get(&entity) {
@@ -170,6 +173,9 @@ impl Projector {
                     continue;
                 }
             };
+            if self.replay.is_none() {
+                spans.extend(apply_spans(&p.event, &projection));
+            }
             let change = Change {
                 event: StoredEvent {
                     event_id: p.key,
@@ -199,7 +205,7 @@ impl Projector {
                         current.insert(entity, Known::Stored(change.event.version, change.state));
                     }
                     Err(Failure::Refused(why)) => {
-                        tracing::warn!(event_id = %change.event.event_id, error = %why, "the store refused an event");
+                        tracing::warn!(event_id = %change.event.event_id, entity_id = %change.event.entity_id, trace_id = change.event.envelope.traceparent.as_deref().map(trace_id), error = %why, "the store refused an event");
                         outcomes[p.index] =
                             Outcome::DeadLetter(DeadLetter::new("store_refused", &why));
                     }
@@ -208,7 +214,7 @@ impl Projector {
                 Err(StoreError::Fatal(why)) => {
                     // A store that fails everything is down, not refusing this event.
                     self.store.check().await.map_err(retry)?;
-                    tracing::warn!(event_id = %change.event.event_id, error = %why, "the store refused an event");
+                    tracing::warn!(event_id = %change.event.event_id, entity_id = %change.event.entity_id, trace_id = change.event.envelope.traceparent.as_deref().map(trace_id), error = %why, "the store refused an event");
                     outcomes[p.index] = Outcome::DeadLetter(DeadLetter::new("store_refused", &why));
                 }
                 Err(e) => return Err(retry(e)),
@@ -224,6 +230,41 @@ impl Projector {
         }
         Ok(outcomes)
     }
+}
+
+/// The trace of applying an event: `projector.apply` under the span the event carries, and a
+/// `notification` span under it for each outbox message, whose id is the one the message
+/// carries on (`child_traceparent`), so relay and deliveries hang under it.
+fn apply_spans(event: &CloudEvent, projection: &Projection) -> Vec<tracing::Span> {
+    let traceparent = event.traceparent.as_deref();
+    let event_id = event.key();
+    let apply = tracing::info_span!(
+        "projector.apply",
+        trace_parent = traceparent,
+        trace_id = traceparent.map(trace_id),
+        event_id = %event_id,
+        entity_id = %projection.entity_id,
+        event_type = %event.ty,
+        version = projection.version,
+    );
+    let mut spans: Vec<tracing::Span> = projection
+        .outbox
+        .iter()
+        .map(|m| {
+            tracing::info_span!(
+                parent: &apply,
+                "notification",
+                trace_span = m.event.traceparent.as_deref(),
+                trace_id = traceparent.map(trace_id),
+                notification_id = %m.event.id,
+                topic = %m.topic,
+                event_id = %event_id,
+                entity_id = %projection.entity_id,
+            )
+        })
+        .collect();
+    spans.push(apply);
+    spans
 }
 
 /// Metrics of what was applied; a version conflict retries the batch.

@@ -9,6 +9,8 @@
 //! it leaves the outbox, and the relay moves on.
 
 use chrono::{SecondsFormat, Utc};
+use enrollstream_domain::envelope::trace_id;
+use enrollstream_ports::codec;
 use enrollstream_ports::{
     BusError, EventBus, HealthRegistry, OutboundMessage, Publisher, Store, StoredOutboxMessage,
 };
@@ -35,6 +37,25 @@ pub struct Relay {
     pub max_message_bytes: usize,
     /// Parked messages of `<topic>` go to `<topic><dlq_suffix>`.
     pub dlq_suffix: String,
+}
+
+/// The trace of relaying a message: under the span its `traceparent` names (the notification's).
+fn publish_span(m: &StoredOutboxMessage) -> tracing::Span {
+    let traceparent = m
+        .message
+        .headers
+        .iter()
+        .find(|(name, _)| name == codec::TRACEPARENT)
+        .map(|(_, value)| value.as_str());
+    tracing::info_span!(
+        "relay.publish",
+        trace_parent = traceparent,
+        trace_id = traceparent.map(trace_id),
+        notification_id = %m.id,
+        topic = %m.topic,
+        event_id = %m.event_id,
+        entity_id = %m.message.key,
+    )
 }
 
 /// The size a message has on the bus, near enough to compare with the broker's limit.
@@ -90,6 +111,8 @@ impl Relay {
             return Ok(0);
         }
         let ids: Vec<String> = pending.iter().map(|p| p.id.clone()).collect();
+        // Open until the batch is marked published (dropped on return).
+        let _spans: Vec<tracing::Span> = pending.iter().map(publish_span).collect();
         // Per topic, in creation order: a key's messages stay in order because one publish call
         // keeps per-key order and topics are independent.
         let mut by_topic: BTreeMap<String, Vec<StoredOutboxMessage>> = BTreeMap::new();
@@ -166,7 +189,7 @@ impl Relay {
         } else {
             match publisher.publish(&dlq, vec![dead]).await {
                 Ok(()) => {
-                    tracing::warn!(id = %m.id, topic = %m.topic, %dlq, %reason, %error, "outbox message dead-lettered");
+                    tracing::warn!(id = %m.id, topic = %m.topic, event_id = %m.event_id, entity_id = %m.message.key, %dlq, %reason, %error, "outbox message dead-lettered");
                     metrics::counter!("enrollstream_outbox_parked_total", "topic" => m.topic.clone(), "where" => "dlq").increment(1);
                     return Ok(());
                 }
@@ -180,7 +203,7 @@ impl Relay {
             .park_outbox(m, &format!("{reason}: {refused}"), Utc::now())
             .await
             .map_err(|e| format!("parking outbox message {}: {e}", m.id))?;
-        tracing::error!(id = %m.id, topic = %m.topic, event_id = %m.event_id, %reason, error = %refused, "ALERT: an outbox message the bus will not take is parked in the store; raise the limit or inspect it, then publish it by hand");
+        tracing::error!(id = %m.id, topic = %m.topic, event_id = %m.event_id, entity_id = %m.message.key, %reason, error = %refused, "ALERT: an outbox message the bus will not take is parked in the store; raise the limit or inspect it, then publish it by hand");
         metrics::counter!("enrollstream_outbox_parked_total", "topic" => m.topic.clone(), "where" => "store").increment(1);
         Ok(())
     }

@@ -3,12 +3,15 @@
 //! out pauses and an open circuit, and dead-letters what can never be delivered.
 
 use chrono::{DateTime, Utc};
+use enrollstream_domain::envelope::{continue_trace, trace_id};
+use enrollstream_domain::CloudEvent;
 use enrollstream_ports::codec;
-use enrollstream_ports::target::{Delivery, DeliveryError, Target};
+use enrollstream_ports::target::{Delivered, Delivery, DeliveryError, Target};
 use enrollstream_ports::{Clock, InboundMessage, Publisher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::guard::{Guard, Role};
 use super::lanes::LaneKey;
@@ -53,7 +56,12 @@ pub async fn deliver(ctx: Arc<Context>, message: InboundMessage, ticket: u64) ->
     let lane = LaneKey::of(&message);
     let offset = message.offset;
     match codec::decode(&message) {
-        Ok(event) => attempt_until_done(&ctx, &message, Delivery { event, attempt: 0 }).await,
+        Ok(event) => {
+            let span = delivery_span(&ctx.target_name, &event);
+            attempt_until_done(&ctx, &message, Delivery { event, attempt: 0 })
+                .instrument(span)
+                .await
+        }
         Err(e) => {
             let why = DeadLetter::new("undecodable", &e);
             dead_letter(&ctx, &message, why, None, 0).await;
@@ -71,21 +79,11 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
     let policy = &ctx.settings.retry;
     let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
     let mut counted = 0u32;
+    let notification_trace = delivery.event.traceparent.clone();
     loop {
         let admission = ctx.guard.admit().await;
         delivery.attempt += 1;
-        let result = {
-            let _permit = ctx
-                .permits
-                .acquire()
-                .await
-                .expect("permits are never closed");
-            let started = Instant::now();
-            let result = ctx.target.deliver(&delivery).await;
-            metrics::histogram!("enrollstream_delivery_seconds", "target" => target.to_string())
-                .record(started.elapsed().as_secs_f64());
-            result
-        };
+        let result = attempt(ctx, &mut delivery, notification_trace.as_deref()).await;
         let id = delivery.event.id.as_str();
         match result {
             Ok(done) => {
@@ -136,6 +134,55 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
             }
         }
     }
+}
+
+/// One call to the target, in a span of its own under the notification's; the target is sent
+/// that span as the `traceparent`, so its own trace continues from this attempt.
+async fn attempt(
+    ctx: &Context,
+    delivery: &mut Delivery,
+    notification_trace: Option<&str>,
+) -> Result<Delivered, DeliveryError> {
+    let target = ctx.target_name.as_str();
+    let _permit = ctx
+        .permits
+        .acquire()
+        .await
+        .expect("permits are never closed");
+    delivery.event.traceparent = notification_trace.map(|p| continue_trace(Some(p)));
+    let span = tracing::info_span!(
+        "delivery.attempt",
+        trace_parent = notification_trace,
+        trace_span = delivery.event.traceparent.as_deref(),
+        target_name = target,
+        attempt = delivery.attempt,
+        outcome = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = ctx.target.deliver(delivery).instrument(span.clone()).await;
+    metrics::histogram!("enrollstream_delivery_seconds", "target" => target.to_string())
+        .record(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(_) => "delivered",
+        Err(DeliveryError::Permanent { .. }) => "rejected",
+        Err(DeliveryError::Unauthorized { .. }) => "unauthorized",
+        Err(DeliveryError::Transient { .. }) => "failed",
+    };
+    span.record("outcome", outcome);
+    result
+}
+
+/// What every log line of one message's delivery carries: the notification, the event and
+/// entity it is about, and its trace.
+fn delivery_span(target: &str, event: &CloudEvent) -> tracing::Span {
+    tracing::info_span!(
+        "delivery",
+        target_name = target,
+        notification_id = %event.id,
+        event_id = event.data.get("event_id").and_then(|v| v.as_str()),
+        entity_id = event.subject.as_deref(),
+        trace_id = event.traceparent.as_deref().map(trace_id),
+    )
 }
 
 fn count(target: &str, outcome: &'static str) {

@@ -87,6 +87,7 @@ impl BatchHandler for LeadProducer {
     async fn handle(&mut self, batch: &[InboundMessage]) -> Result<Vec<Outcome>, Retry> {
         let mut outcomes = vec![Outcome::Done; batch.len()];
         let mut leads = Vec::new();
+        let mut spans = Vec::new();
         for (i, message) in batch.iter().enumerate() {
             if !routed_to_leads(message) {
                 continue;
@@ -111,7 +112,18 @@ impl BatchHandler for LeadProducer {
             if !self.settings.wants(&n.event_type) {
                 continue;
             }
-            let mut out = codec::encode(&lead_event(&n, &event));
+            let lead = lead_event(&n, &event);
+            // Open until the batch is published: the span the lead message carries on.
+            spans.push(tracing::info_span!(
+                "lead.produce",
+                trace_parent = event.traceparent.as_deref(),
+                trace_span = lead.traceparent.as_deref(),
+                notification_id = %n.notification_id,
+                lead_id = %lead.id,
+                event_id = %n.event_id,
+                entity_id = %n.entity_id,
+            ));
+            let mut out = codec::encode(&lead);
             out.key = n.entity_id.clone();
             leads.push((i, out));
         }
