@@ -120,8 +120,8 @@ impl BacklogSampler {
     }
 }
 
-/// Messages `group` has not committed, per partition that holds any message. A partition the
-/// group never committed on is read from its beginning, so all of it is lag.
+/// Messages `group` has not committed, per partition. A partition the group never committed on
+/// is read from its beginning, so all of it is lag.
 async fn lag(
     bus: &dyn EventBus,
     group: &str,
