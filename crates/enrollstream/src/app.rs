@@ -403,7 +403,7 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     }
     tasks.spawn(
         "backlog",
-        backlog_sampler(&config, roles, &adapters, &shutdown).run(),
+        backlog_sampler(&config, roles, &adapters, reminder_store.clone(), &shutdown).run(),
     );
     // Every process listens: without the API role it serves only the probes and metrics.
     {
@@ -469,6 +469,7 @@ fn backlog_sampler(
     config: &Config,
     roles: &[Role],
     adapters: &Adapters,
+    reminders: Option<Arc<dyn enrollstream_ports::reminders::ReminderStore>>,
     shutdown: &CancellationToken,
 ) -> BacklogSampler {
     let events = event_topics(config);
@@ -502,6 +503,7 @@ fn backlog_sampler(
     BacklogSampler {
         bus: adapters.bus.clone(),
         store: roles.contains(&Role::Relay).then(|| adapters.store.clone()),
+        reminders: reminders.filter(|_| roles.contains(&Role::Reminders)),
         clock: Arc::new(SystemClock),
         groups,
         dlq_topics,

@@ -1,7 +1,7 @@
 //! Logs (tracing, text or JSON), spans (OTLP, when configured) and metrics (Prometheus text
 //! rendered at `/metrics`).
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::filter::{filter_fn, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -46,8 +46,16 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let latency_buckets = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ];
+    // Accept to delivered spans the whole pipeline and any retries: seconds to an hour.
+    let end_to_end_buckets = [
+        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
+    ];
     let handle = PrometheusBuilder::new()
         .set_buckets(&latency_buckets)?
+        .set_buckets_for_metric(
+            Matcher::Full("enrollstream_delivery_latency_seconds".into()),
+            &end_to_end_buckets,
+        )?
         .install_recorder()?;
     Ok(handle)
 }

@@ -288,15 +288,7 @@ async fn a_forged_submission_schedules_no_reminder_and_a_cycle_runs_in_seconds()
         "the reminder consumer to pass over the refused submission",
         Duration::from_secs(60),
         || async {
-            let text = app
-                .client
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = app.scrape_metrics().await?;
             text.lines()
                 .any(|l| {
                     l.starts_with("enrollstream_reminder_events_total")
@@ -403,15 +395,7 @@ async fn redrive_skips_and_counts_what_it_cannot_redrive() {
         "the orphan to be dead-lettered",
         Duration::from_secs(30),
         || async {
-            let text = app
-                .client
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = app.scrape_metrics().await?;
             text.lines()
                 .any(|l| {
                     l.starts_with("enrollstream_dead_letters_total")

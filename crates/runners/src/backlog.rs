@@ -1,7 +1,9 @@
 //! How far behind the pipeline is, sampled on a tick into gauges: consumer lag in messages per
-//! group and partition, dead letters waiting for a redrive, and the unpublished outbox. A tick
+//! group and partition, dead letters waiting for a redrive, the unpublished outbox, and the
+//! scheduled signature reminders. A tick
 //! rather than per-message updates because each answer costs the bus or the store a query.
 
+use enrollstream_ports::reminders::ReminderStore;
 use enrollstream_ports::{BusError, Clock, CommitPosition, EventBus, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ pub struct BacklogSampler {
     pub bus: Arc<dyn EventBus>,
     /// Sampled for the outbox when set (the process that relays it).
     pub store: Option<Arc<dyn Store>>,
+    /// Sampled for the reminder schedule when set (the process that sends reminders).
+    pub reminders: Option<Arc<dyn ReminderStore>>,
     pub clock: Arc<dyn Clock>,
     /// (group, topics) of the consumer groups whose lag to report.
     pub groups: Vec<(String, Vec<String>)>,
@@ -67,6 +71,33 @@ impl BacklogSampler {
         if let Some(store) = &self.store {
             self.sample_outbox(store.as_ref()).await;
         }
+        if let Some(reminders) = &self.reminders {
+            self.sample_reminders(reminders.as_ref()).await;
+        }
+    }
+
+    /// How many reminders are scheduled and when the next one is due. Due now and unsent is the
+    /// scheduler's own `enrollstream_reminders_due_backlog`.
+    async fn sample_reminders(&self, reminders: &dyn ReminderStore) {
+        let now = self.clock.now();
+        // Every scheduled reminder is due within a century: the port's count up to then is all
+        // of them, without a second counting query in each adapter.
+        match reminders
+            .due_backlog(now + chrono::Duration::days(36_500))
+            .await
+        {
+            Ok(n) => metrics::gauge!("enrollstream_reminders_scheduled").set(n as f64),
+            Err(e) => tracing::debug!(error = %e, "scheduled reminders not sampled"),
+        }
+        match reminders.next_wake().await {
+            Ok(next) => {
+                // Negative when overdue; NaN when nothing is scheduled, so no threshold matches.
+                let seconds =
+                    next.map_or(f64::NAN, |at| (at - now).num_milliseconds() as f64 / 1000.0);
+                metrics::gauge!("enrollstream_reminder_next_due_seconds").set(seconds);
+            }
+            Err(e) => tracing::debug!(error = %e, "next reminder not sampled"),
+        }
     }
 
     async fn sample_outbox(&self, store: &dyn Store) {
@@ -89,8 +120,8 @@ impl BacklogSampler {
     }
 }
 
-/// Messages `group` has not committed, per partition that holds any message. A partition the
-/// group never committed on is read from its beginning, so all of it is lag.
+/// Messages `group` has not committed, per partition. A partition the group never committed on
+/// is read from its beginning, so all of it is lag.
 async fn lag(
     bus: &dyn EventBus,
     group: &str,
@@ -138,5 +169,14 @@ fn describe() {
         "enrollstream_outbox_oldest_age_seconds",
         metrics::Unit::Seconds,
         "Age of the oldest unpublished outbox message (0 when empty)"
+    );
+    metrics::describe_gauge!(
+        "enrollstream_reminders_scheduled",
+        "Signature reminders waiting for their next send (applications submitted by a broker and not signed)"
+    );
+    metrics::describe_gauge!(
+        "enrollstream_reminder_next_due_seconds",
+        metrics::Unit::Seconds,
+        "Seconds until the next signature reminder is due (negative when overdue, NaN when none is scheduled)"
     );
 }

@@ -78,3 +78,8 @@ async fn lost_partition_commit_is_not_applied() {
 async fn committed_offsets_are_reported() {
     contract::committed_offsets_are_reported(bus()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_offsets_are_reported() {
+    contract::end_offsets_are_reported(bus()).await;
+}

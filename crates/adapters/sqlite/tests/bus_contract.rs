@@ -67,7 +67,8 @@ contract_cases!(
     replay_from_earliest,
     headers_and_keys_round_trip,
     lost_partition_commit_is_not_applied,
-    committed_offsets_are_reported;
+    committed_offsets_are_reported,
+    end_offsets_are_reported;
     restarting: redelivery_after_crash, publish_is_durable,
 );
 

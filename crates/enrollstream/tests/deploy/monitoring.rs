@@ -75,9 +75,11 @@ fn the_alert_rules_use_only_metrics_and_labels_the_code_records() {
     for must in [
         "enrollstream_dead_letters_total",
         "enrollstream_delivery_paused",
-        "enrollstream_delivery_circuit_state",
+        "enrollstream_delivery_target_state",
+        "enrollstream_delivery_latency_seconds",
         "enrollstream_projection_lag_seconds",
         "enrollstream_reminders_due_backlog",
+        "enrollstream_reminder_next_due_seconds",
     ] {
         assert!(used.contains(must), "{ALERTS}: no alert on {must}");
     }

@@ -195,6 +195,18 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// The text of `/metrics`, or `None` while the process does not answer.
+    pub async fn scrape_metrics(&self) -> Option<String> {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
     /// SIGKILL: no shutdown code runs, like a power cut of the process.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -8,7 +8,8 @@
 //!   dead-lettered meanwhile: the messages are fine, the configuration is not;
 //! - the hold: the target said `Retry-After`; nobody calls before then.
 //!
-//! All timing reads the clock port, so tests move time instead of waiting.
+//! All timing reads the clock port, so tests move time instead of waiting. Every change is shown
+//! in the target's gauges (`state`) under the same lock, so they never show an older state.
 
 use chrono::{DateTime, Utc};
 use enrollstream_ports::{Clock, HealthRegistry};
@@ -17,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::settings::BreakerSettings;
+use super::state::{self, CircuitView, Gauges, View};
 
 /// How long a waiter sleeps at most before it looks at the state again (a safety net: every
 /// change also wakes it).
@@ -41,6 +43,22 @@ struct State {
     circuit: Circuit,
     pause: Option<Pause>,
     hold_until: Option<DateTime<Utc>>,
+    /// Messages waiting for another attempt after a transient failure.
+    retrying: usize,
+}
+
+impl State {
+    fn view(&self) -> View {
+        View {
+            circuit: match self.circuit {
+                Circuit::Closed { .. } => CircuitView::Closed,
+                Circuit::HalfOpen { .. } => CircuitView::HalfOpen,
+                Circuit::Open { .. } => CircuitView::Open,
+            },
+            paused: self.pause.is_some(),
+            retrying: self.retrying,
+        }
+    }
 }
 
 /// Why a lane was let through.
@@ -61,6 +79,7 @@ pub struct Guard {
     probe_interval: Duration,
     health: HealthRegistry,
     state: Mutex<State>,
+    gauges: Gauges,
     changed: watch::Sender<u64>,
 }
 
@@ -84,12 +103,18 @@ impl Guard {
                 circuit: Circuit::Closed { failures: 0 },
                 pause: None,
                 hold_until: None,
+                retrying: 0,
             }),
+            gauges: Gauges::new(target),
             changed: watch::channel(0).0,
         };
-        guard.record_circuit(Circuit::Closed { failures: 0 });
-        metrics::gauge!("enrollstream_delivery_paused", "target" => guard.target.clone()).set(0.0);
+        state::describe();
+        guard.show(&guard.lock());
         guard
+    }
+
+    fn show(&self, st: &MutexGuard<'_, State>) {
+        self.gauges.show(st.view());
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -119,10 +144,8 @@ impl Guard {
                 let mut st = self.lock();
                 match self.try_admit(&mut st, now) {
                     Ok(role) => {
+                        self.show(&st);
                         drop(st);
-                        if role == Role::CircuitProbe {
-                            self.record_circuit(self.lock().circuit);
-                        }
                         return Admission {
                             guard: Arc::clone(self),
                             role,
@@ -185,14 +208,21 @@ impl Guard {
         chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
     }
 
-    fn record_circuit(&self, circuit: Circuit) {
-        let value = match circuit {
-            Circuit::Closed { .. } => 0.0,
-            Circuit::HalfOpen { .. } => 1.0,
-            Circuit::Open { .. } => 2.0,
+    /// Mark one message as waiting for a retry until the mark is dropped (delivered, parked,
+    /// or its lane went away).
+    pub fn retrying(self: &Arc<Self>) -> RetryMark {
+        self.count_retrying(true);
+        RetryMark(Arc::clone(self))
+    }
+
+    fn count_retrying(&self, more: bool) {
+        let mut st = self.lock();
+        st.retrying = if more {
+            st.retrying + 1
+        } else {
+            st.retrying.saturating_sub(1)
         };
-        metrics::gauge!("enrollstream_delivery_circuit_state", "target" => self.target.clone())
-            .set(value);
+        self.show(&st);
     }
 
     fn resolve(&self, role: Role, outcome: Resolution) -> bool {
@@ -280,9 +310,9 @@ impl Guard {
         }
         let after = st.circuit;
         let pause_reason = st.pause.as_ref().map(|p| p.reason.clone());
+        self.show(&st);
         drop(st);
         if before != after {
-            self.record_circuit(after);
             match after {
                 Circuit::Open { until, trips } => {
                     tracing::warn!(target_name = %self.target, %until, trips, "circuit opened")
@@ -295,8 +325,6 @@ impl Guard {
         }
         if let Some(reason) = paused {
             tracing::error!(target_name = %self.target, %reason, "credentials refused: target paused");
-            metrics::gauge!("enrollstream_delivery_paused", "target" => self.target.clone())
-                .set(1.0);
         }
         if let Some(reason) = &pause_reason {
             self.health
@@ -304,8 +332,6 @@ impl Guard {
         }
         if let Some(reason) = resumed {
             tracing::info!(target_name = %self.target, previous = %reason, "credentials accepted again: target resumed");
-            metrics::gauge!("enrollstream_delivery_paused", "target" => self.target.clone())
-                .set(0.0);
             self.health.ready(&self.component);
         }
         self.notify();
@@ -336,8 +362,18 @@ impl Guard {
             }
             Role::Normal => return,
         }
+        self.show(&st);
         drop(st);
         self.notify();
+    }
+}
+
+/// One message waiting for a retry; see [`Guard::retrying`].
+pub struct RetryMark(Arc<Guard>);
+
+impl Drop for RetryMark {
+    fn drop(&mut self) {
+        self.0.count_retrying(false);
     }
 }
 
@@ -399,101 +435,4 @@ impl Drop for Admission {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use enrollstream_ports::ManualClock;
-
-    fn guard(clock: &ManualClock) -> Arc<Guard> {
-        Arc::new(Guard::new(
-            "t",
-            "delivery:t",
-            Arc::new(clock.clone()),
-            BreakerSettings {
-                failure_threshold: 2,
-                open_for: Duration::from_secs(10),
-                max_open_for: Duration::from_secs(30),
-            },
-            Duration::from_secs(60),
-            HealthRegistry::default(),
-        ))
-    }
-
-    fn start() -> DateTime<Utc> {
-        "2026-01-01T00:00:00Z".parse().unwrap()
-    }
-
-    /// Admission if one is granted without waiting.
-    fn now_or_never(g: &Arc<Guard>) -> Option<Admission> {
-        futures::FutureExt::now_or_never(g.admit())
-    }
-
-    #[tokio::test]
-    async fn circuit_opens_probes_and_closes() {
-        let clock = ManualClock::new(start());
-        let g = guard(&clock);
-        assert!(now_or_never(&g).unwrap().failed(false, None));
-        assert!(now_or_never(&g).unwrap().failed(false, None));
-        // Open: nobody gets through.
-        assert!(now_or_never(&g).is_none());
-        clock.advance(chrono::Duration::seconds(10));
-        let probe = now_or_never(&g).unwrap();
-        assert_eq!(probe.role(), Role::CircuitProbe);
-        // One probe at a time.
-        assert!(now_or_never(&g).is_none());
-        assert!(!probe.failed(false, None), "a failed probe does not count");
-        // Open again, twice as long.
-        clock.advance(chrono::Duration::seconds(10));
-        assert!(now_or_never(&g).is_none());
-        clock.advance(chrono::Duration::seconds(10));
-        let probe = now_or_never(&g).unwrap();
-        // A probe that goes away frees the slot.
-        drop(probe);
-        let probe = now_or_never(&g).unwrap();
-        probe.answered();
-        assert_eq!(now_or_never(&g).unwrap().role(), Role::Normal);
-    }
-
-    #[tokio::test]
-    async fn unauthorized_pauses_until_a_probe_succeeds() {
-        let clock = ManualClock::new(start());
-        let health = HealthRegistry::default();
-        let g = Arc::new(Guard::new(
-            "t",
-            "delivery:t",
-            Arc::new(clock.clone()),
-            BreakerSettings::default(),
-            Duration::from_secs(60),
-            health.clone(),
-        ));
-        now_or_never(&g).unwrap().unauthorized("HTTP 401".into());
-        assert!(g.is_paused());
-        assert!(!health.all_ready());
-        assert!(health.snapshot()["delivery:t"].detail.contains("HTTP 401"));
-        assert!(now_or_never(&g).is_none());
-        clock.advance(chrono::Duration::seconds(60));
-        let probe = now_or_never(&g).unwrap();
-        assert_eq!(probe.role(), Role::PauseProbe);
-        assert!(now_or_never(&g).is_none());
-        probe.unauthorized("HTTP 401 again".into());
-        assert!(now_or_never(&g).is_none());
-        clock.advance(chrono::Duration::seconds(60));
-        now_or_never(&g).unwrap().answered();
-        assert!(!g.is_paused());
-        assert!(health.all_ready());
-        assert_eq!(now_or_never(&g).unwrap().role(), Role::Normal);
-    }
-
-    #[tokio::test]
-    async fn retry_after_holds_everyone_and_429_spares_the_circuit() {
-        let clock = ManualClock::new(start());
-        let g = guard(&clock);
-        for _ in 0..3 {
-            assert!(now_or_never(&g)
-                .unwrap()
-                .failed(true, Some(Duration::from_secs(5))));
-            assert!(now_or_never(&g).is_none());
-            clock.advance(chrono::Duration::seconds(5));
-        }
-        assert_eq!(now_or_never(&g).unwrap().role(), Role::Normal);
-    }
-}
+mod tests;

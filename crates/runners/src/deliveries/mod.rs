@@ -12,6 +12,8 @@
 //!   Retry-After, the target's DLQ once the retry budget is spent or the target rejects it.
 //!   Retries stay in the lane: only that key waits, the rest of the partition flows on.
 //! - `guard`: the circuit breaker, the pause on refused credentials, the Retry-After hold.
+//! - `state`: the target's state in gauges (healthy, retrying, paused, circuit_open), written
+//!   by the guard as it changes.
 //! - `watermark`: commits never pass an unfinished message; a crash redelivers from there.
 //!
 //! Dead letters of `<topic>` go to `<topic>.<target><dlq_suffix>`, e.g.
@@ -25,6 +27,7 @@ mod redrive;
 mod runner;
 mod selection;
 mod settings;
+mod state;
 mod watermark;
 mod worker;
 

@@ -80,6 +80,8 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
     let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
     let mut counted = 0u32;
     let notification_trace = delivery.event.traceparent.clone();
+    // Held from the first transient failure until the message is done, for the state gauge.
+    let mut retrying = None;
     loop {
         let admission = ctx.guard.admit().await;
         delivery.attempt += 1;
@@ -89,6 +91,7 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
             Ok(done) => {
                 admission.answered();
                 count(target, "delivered");
+                record_latency(ctx, &delivery);
                 tracing::debug!(target_name = target, notification_id = id, status = done.status, detail = %done.detail, attempt = delivery.attempt, "delivered");
                 return;
             }
@@ -126,6 +129,7 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
                     return;
                 }
                 count(target, "retried");
+                retrying.get_or_insert_with(|| ctx.guard.retrying());
                 let delay = backoff.next_delay().max(asked.unwrap_or_default());
                 tracing::info!(target_name = target, notification_id = id, attempt = delivery.attempt, probe, ?status, %error, ?delay, "delivery failed, retrying");
                 let deadline =
@@ -183,6 +187,19 @@ fn delivery_span(target: &str, event: &CloudEvent) -> tracing::Span {
         entity_id = event.subject.as_deref(),
         trace_id = event.traceparent.as_deref().map(trace_id),
     )
+}
+
+/// Accept to delivered: from the notification's `time`, which is its causing event's (the
+/// moment the API accepted a command; a partner's own event time for `/v1/events`), to now.
+fn record_latency(ctx: &Context, delivery: &Delivery) {
+    // A notification of an event without a time carries the epoch: no latency to speak of.
+    let Some(time) = delivery.event.time.filter(|t| *t > DateTime::UNIX_EPOCH) else {
+        return;
+    };
+    if let Ok(latency) = (ctx.clock.now() - time).to_std() {
+        metrics::histogram!("enrollstream_delivery_latency_seconds", "target" => ctx.target_name.clone())
+            .record(latency.as_secs_f64());
+    }
 }
 
 fn count(target: &str, outcome: &'static str) {

@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod offsets;
+pub use offsets::{committed_offsets_are_reported, end_offsets_are_reported};
+
 /// Opens another client of the log under test, as a restarted process would: the same data
 /// directory for the embedded bus, the same broker for Kafka.
 #[async_trait]
@@ -873,55 +876,4 @@ pub async fn lost_partition_commit_is_not_applied(bus: Arc<dyn EventBus>) {
         "the lost partition from the group's last real commit (none)"
     );
     c.close().await;
-}
-
-/// `committed` reports what a group committed, per partition, and nothing for partitions,
-/// topics or groups without a commit.
-pub async fn committed_offsets_are_reported(bus: Arc<dyn EventBus>) {
-    let topic = unique("committed");
-    let other = unique("uncommitted");
-    let group = unique("group");
-    create_topic(bus.as_ref(), &topic, 3).await;
-    create_topic(bus.as_ref(), &other, 1).await;
-    let keys = keys("entity", 9);
-    publish(
-        bus.as_ref(),
-        &topic,
-        keys.iter().map(|k| message(k, "0")).collect(),
-    )
-    .await;
-    let report = |group: String, topics: Vec<String>| {
-        let bus = Arc::clone(&bus);
-        async move {
-            let mut got = bus
-                .committed(&group, &topics)
-                .await
-                .unwrap_or_else(|e| panic!("committed({group}): {e}"));
-            got.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-            got
-        }
-    };
-    assert_eq!(
-        report(group.clone(), vec![topic.clone()]).await,
-        vec![],
-        "a group that never committed"
-    );
-
-    let mut member =
-        Member::join(bus.as_ref(), "member", &group, &topic, StartFrom::Committed).await;
-    poll_until(&mut [&mut member], "all 9 messages", |m| {
-        m[0].seen.len() >= 9
-    })
-    .await;
-    let mut positions = last_positions(&member.seen);
-    positions.truncate(positions.len().min(2));
-    member.commit(&positions).await;
-    let both = vec![topic.clone(), other.clone()];
-    assert_eq!(
-        report(group.clone(), both.clone()).await,
-        positions,
-        "committed partitions only"
-    );
-    assert_eq!(report(unique("group"), both).await, vec![], "another group");
-    member.close().await;
 }

@@ -162,11 +162,21 @@ pub(super) fn committed_on(
     rows.collect()
 }
 
-/// The next offset of every partition of `topic` that holds a message.
+/// The next offset of every partition of `topic`, 0 for one that holds no message yet (as
+/// Kafka reports it).
 pub(super) fn end_offsets(conn: &Connection, topic: &str) -> rusqlite::Result<Vec<CommitPosition>> {
     let mut stmt = conn.prepare_cached(
-        r#"SELECT partition, max("offset") + 1 FROM messages WHERE topic = ?1
-           GROUP BY partition ORDER BY partition"#,
+        r#"WITH RECURSIVE parts(p) AS (
+               SELECT 0 FROM topics WHERE name = ?1
+               UNION ALL
+               SELECT p + 1 FROM parts WHERE p + 1 < (SELECT partitions FROM topics WHERE name = ?1)
+           ),
+           ends(p, next) AS (
+               SELECT partition, max("offset") + 1 FROM messages WHERE topic = ?1 GROUP BY partition
+           )
+           SELECT p, COALESCE(max(next), 0) FROM (
+               SELECT p, NULL AS next FROM parts UNION ALL SELECT p, next FROM ends
+           ) GROUP BY p ORDER BY p"#,
     )?;
     let rows = stmt.query_map(params![topic], |row| {
         Ok(CommitPosition {
