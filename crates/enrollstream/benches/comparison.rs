@@ -19,8 +19,8 @@
 //! process (this bench itself for the raw rows and the baseline), and the peak RSS of each.
 //!
 //! `cargo bench -p enrollstream --bench comparison` (env: BENCH_EVENTS, default 10,000, for
-//! every row; BENCH_CONCURRENCY for the backlog's HTTP clients, default 32; BENCH_RATE for
-//! row 5, default 500). docs/benchmarks.md records the figures.
+//! rows 1-4; BENCH_PIPELINE_EVENTS for row 5, default BENCH_EVENTS; BENCH_CONCURRENCY for the
+//! backlog's HTTP clients, default 32; BENCH_RATE for row 5, default 500). docs/benchmarks.md records the figures.
 
 mod support;
 
@@ -348,8 +348,8 @@ async fn pipeline(client: &reqwest::Client, n: u64, rate: u64) -> (Row, Latencie
     let cpu = Cpu::start(bed, &processes);
     let deadline = Instant::now() + LIMIT;
     // On MongoDB a read waiting with `?after=` polls the store (up to every 100 ms): at most
-    // 64 requests in flight, so the reads do not take the store from the pipeline they measure.
-    let samples = support::offer(client, &api.url, rate, n, deadline, 64).await;
+    // 32 requests in flight, so the reads do not take the store from the pipeline they measure.
+    let samples = support::offer(client, &api.url, rate, n, deadline, 32).await;
     let first = samples.iter().map(|s| s.2).min().expect("samples");
     let last = samples
         .iter()
@@ -401,6 +401,7 @@ fn main() {
     let n = support::env_or("BENCH_EVENTS", 10_000);
     let concurrency = support::env_or("BENCH_CONCURRENCY", 32);
     let rate = support::env_or("BENCH_RATE", 500);
+    let offered = support::env_or("BENCH_PIPELINE_EVENTS", n);
     let (kafka, mongo, bed) = Bed::start();
     let (brokers, uri) = (kafka.bootstrap(), mongo.uri());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -430,11 +431,11 @@ fn main() {
         println!("3. baseline: done");
         let ours = ours(&client, &brokers, &uri, n, bed).await;
         println!("4. projector + relay: done");
-        let (whole, latencies, drained) = pipeline(&client, n, rate).await;
+        let (whole, latencies, drained) = pipeline(&client, offered, rate).await;
         println!("5. pipeline: done");
 
         println!(
-            "\nApache Kafka 4.1.1 (KRaft, one node) + FerretDB 1.24.2 (SQLite handler), {n} events per row"
+            "\nApache Kafka 4.1.1 (KRaft, one node) + FerretDB 1.24.2 (SQLite handler), {n} events in rows 1-4, {offered} in row 5"
         );
         print_table(
             &[&produce, &consume, &store, &base, &ours, &whole],
@@ -444,13 +445,14 @@ fn main() {
         let (accept, projected, total) = (&latencies.accept, &latencies.projected, &latencies.total);
         let p = support::percentile;
         println!(
-            "5. at {rate} events/s offered: request→202 p50 {:.1} ms p99 {:.1} ms; 202→projected (accept→projected) p50 {:.1} ms p99 {:.1} ms; request→projected p99 {:.1} ms; outbox empty {:.2} s after the first send",
+            "5. {offered} quotes offered at {rate} events/s: request→202 p50 {:.1} ms p99 {:.1} ms; 202→projected (accept→projected) p50 {:.1} ms p99 {:.1} ms; request→projected p99 {:.1} ms; outbox empty {:.2} s after the first send; {} reads asked again (409/503)",
             ms(p(accept, 0.5)),
             ms(p(accept, 0.99)),
             ms(p(projected, 0.5)),
             ms(p(projected, 0.99)),
             ms(p(total, 0.99)),
             drained.as_secs_f64(),
+            support::READS_AGAIN.load(std::sync::atomic::Ordering::Relaxed),
         );
         println!(
             "peak RSS over the run: Kafka JVM {:.0} MiB, FerretDB {:.0} MiB, this bench (raw clients, baseline, HTTP clients) {:.0} MiB",

@@ -206,8 +206,12 @@ pub async fn post_quotes(
     started.elapsed()
 }
 
-/// Reads the quote back with `?after=EVENT`, again while the API answers 409 (not projected
-/// within its wait), until `deadline`.
+/// Reads that were asked again: the API answered 409 (not projected within its wait) or 503
+/// (the request outlived the server's request timeout, as when the store is slow to answer).
+pub static READS_AGAIN: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the quote back with `?after=EVENT`, again while the API answers 409 or 503 (see
+/// [`READS_AGAIN`]), until `deadline`.
 async fn read_projected(
     client: &reqwest::Client,
     url: &str,
@@ -226,7 +230,9 @@ async fn read_projected(
             .expect("the API answers");
         match r.status().as_u16() {
             200 => return,
-            409 if Instant::now() < deadline => continue,
+            409 | 503 if Instant::now() < deadline => {
+                READS_AGAIN.fetch_add(1, Ordering::Relaxed);
+            }
             status => panic!("reading quote {id} after {event}: {status}"),
         }
     }
