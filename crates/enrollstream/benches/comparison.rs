@@ -1,208 +1,192 @@
-//! The one-run comparison of issue 16, on one Apache Kafka broker and one FerretDB server from
-//! the test bed, side by side:
+//! The one-run comparison of issue 16 on the test bed's Apache Kafka and FerretDB, side by side:
 //!
 //! 1. the broker's raw rdkafka produce and consume rates of quote-shaped messages;
-//! 2. the seeds' per-message design (seed 003) ported as the baseline: per message an awaited
+//! 2. the store's raw bulk-write rate: the driver's unordered `insert_many` of the store's own
+//!    event-log entries for new quotes (`enrollstream_mongodb::entry_document`), 500 per call;
+//! 3. the seeds' per-message design (seed 003) ported as the baseline: per message an awaited
 //!    event-log insert, an awaited entity upsert and an awaited produce to `entity-updates`,
 //!    consuming a pre-filled backlog of quote events;
-//! 3. enrollstream's projector + relay (the real binary, `--role projector --role relay`, on the
-//!    MongoDB store) on the same backlog.
+//! 4. enrollstream's projector + relay (the real binary, `--role projector --role relay`, on the
+//!    MongoDB store) on the same backlog;
+//! 5. the whole pipeline from HTTP: the real binary as three processes (`--role api`,
+//!    `--role projector`, `--role relay`) on a fresh broker and a fresh FerretDB, offered
+//!    quotes open loop at a fixed rate (default 500/s), each read back with `?after=`.
 //!
-//! The backlog is filled once, by the real binary's API role (HTTP → Kafka), and both consumers
-//! read it in groups of their own. Timers start at a consumer's first progress, so group joins
-//! are not counted. Each row carries the CPU time spent in the phase by the broker's JVM, by
-//! FerretDB and by the measured process (this bench itself for the baseline); peak RSS is
-//! printed at the end.
+//! The backlog of (3) and (4) is filled once, by the real binary's API role (HTTP → Kafka), and
+//! both consumers read it in groups of their own. Their timers start at their first progress,
+//! so group joins are not counted; (5) sends one quote through before its clock starts. Each row
+//! carries the CPU time spent in it by the broker's JVM, by FerretDB and by each measured
+//! process (this bench itself for the raw rows and the baseline), and the peak RSS of each.
 //!
-//! `cargo bench -p enrollstream --bench comparison` (env: BENCH_EVENTS, default 10,000;
-//! BENCH_CONCURRENCY for the backlog's HTTP clients, default 32). docs/benchmarks.md records
-//! the figures.
+//! `cargo bench -p enrollstream --bench comparison` (env: BENCH_EVENTS, default 10,000, for
+//! rows 1-4; BENCH_PIPELINE_EVENTS for row 5, default BENCH_EVENTS; BENCH_CONCURRENCY for the
+//! backlog's HTTP clients, default 32; BENCH_RATE for row 5, default 500). docs/benchmarks.md records the figures.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
+use enrollstream_testkit::testbed::{Kafka, Mongo};
 use mongodb::bson::{doc, Document};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number")))
-        .unwrap_or(default)
-}
+use support::{cpu_seconds, ms, peak_rss_mib, App, Latencies};
 
 /// The backlog's topic: where the API publishes quote events.
 const QUOTE_EVENTS: &str = "quote-events";
 /// The seed's reactor topic, written by the baseline.
 const ENTITY_UPDATES: &str = "entity-updates";
 /// Any phase taking longer has stalled; fail rather than hang.
-const LIMIT: Duration = Duration::from_secs(900);
+const LIMIT: Duration = Duration::from_secs(1800);
 
-struct App {
-    child: Child,
-    url: String,
+/// The servers a row runs on, for their CPU time.
+#[derive(Clone, Copy)]
+struct Bed {
+    kafka: u32,
+    mongo: u32,
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Bed {
+    /// A fresh broker and FerretDB from the test bed, stopped when dropped.
+    fn start() -> (Kafka, Mongo, Bed) {
+        let kafka = Kafka::start_for_benchmark()
+            .unwrap_or_else(|e| panic!("the Kafka broker did not start: {e:#}"));
+        let mongo = Mongo::start().unwrap_or_else(|e| panic!("FerretDB did not start: {e:#}"));
+        let bed = Bed {
+            kafka: kafka.pid().expect("the broker runs"),
+            mongo: mongo.pid().expect("FerretDB runs"),
+        };
+        (kafka, mongo, bed)
     }
 }
 
-fn start(dir: &std::path::Path, brokers: &str, mongo: &str, roles: &[&str]) -> App {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_enrollstream"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(["--kafka-brokers", brokers, "--mongodb-uri", mongo]);
-    for role in roles {
-        command.args(["--role", role]);
-    }
-    let mut child = command
-        .env("RUST_LOG", "warn")
-        .env("ENROLLSTREAM_API__AUTH", "off")
-        .env("ENROLLSTREAM_API__LIMITS__RATE_PER_SECOND", "0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("enrollstream starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("enrollstream {roles:?} exited before listening"))
-            .unwrap();
-        if let Some(url) = line.strip_prefix("enrollstream listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    App { child, url }
+/// What a process spent in one row: CPU seconds from its start, peak RSS at its end.
+struct Spent {
+    what: &'static str,
+    cpu: f64,
+    rss_mib: Option<f64>,
 }
 
-/// The sum of a metric's series (all labels), from `/metrics`.
-async fn metric(client: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn outbox_backlog(client: &reqwest::Client, url: &str) -> u64 {
-    let ready: serde_json::Value = client
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .expect("/readyz answers")
-        .json()
-        .await
-        .unwrap();
-    ready["outbox_backlog"]
-        .as_u64()
-        .expect("readyz has outbox_backlog")
-}
-
-fn quote(i: u64) -> serde_json::Value {
-    serde_json::json!({"customer_id": format!("C-{i}"), "product": "dental-basic", "amount_minor": 5000 + i, "currency": "USD"})
-}
-
-/// Posts `n` quotes through the API role: the backlog both consumers then read.
-async fn fill_backlog(client: &reqwest::Client, url: &str, n: u64, concurrency: u64) {
-    let next = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, url, next) = (client.clone(), url.to_string(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        return;
-                    }
-                    let r = client
-                        .post(format!("{url}/v1/quotes"))
-                        .json(&quote(i))
-                        .send()
-                        .await
-                        .expect("the API answers");
-                    assert_eq!(r.status(), 202, "the API accepts quote {i}");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await.unwrap();
-    }
-}
-
-/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // Fields after the command name (which may hold spaces) start at the state, field 3.
-    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // USER_HZ is 100 on Linux's every mainstream architecture.
-    ticks as f64 / 100.0
-}
-
-/// Peak resident set (VmHWM) in MiB, from /proc/PID/status.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("status has VmHWM");
-    kib / 1024.0
-}
-
-/// The CPU seconds of the broker, FerretDB and the measured process over one phase.
+/// CPU seconds of the bed's servers and the measured processes over one row.
 struct Cpu {
-    pids: [u32; 3],
-    at: [f64; 3],
+    pids: Vec<(&'static str, u32)>,
+    at: Vec<f64>,
 }
 
 impl Cpu {
-    fn start(kafka: u32, mongo: u32, measured: u32) -> Cpu {
-        let pids = [kafka, mongo, measured];
-        Cpu {
-            pids,
-            at: pids.map(cpu_seconds),
-        }
+    fn start(bed: Bed, measured: &[(&'static str, u32)]) -> Cpu {
+        let mut pids = vec![("Kafka", bed.kafka), ("FerretDB", bed.mongo)];
+        pids.extend_from_slice(measured);
+        let at = pids.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+        Cpu { pids, at }
     }
 
-    fn spent(&self) -> [f64; 3] {
-        let now = self.pids.map(cpu_seconds);
-        [0, 1, 2].map(|i| now[i] - self.at[i])
+    /// Peak RSS is read for the processes started for the row, not for the servers (whose
+    /// peak spans the run; printed once at the end) nor for this bench.
+    fn spent(&self) -> Vec<Spent> {
+        let me = std::process::id();
+        self.pids
+            .iter()
+            .zip(&self.at)
+            .enumerate()
+            .map(|(i, ((what, pid), at))| Spent {
+                what,
+                cpu: cpu_seconds(*pid) - at,
+                rss_mib: (i >= 2 && *pid != me).then(|| peak_rss_mib(*pid)),
+            })
+            .collect()
     }
 }
 
 struct Row {
     what: &'static str,
     rate: f64,
-    cpu: Option<[f64; 3]>,
+    spent: Vec<Spent>,
+}
+
+/// rdkafka alone on this broker, messages shaped like the backlog's (a quote event's size and
+/// CloudEvents headers, as the API publishes them), on a topic of their own.
+async fn raw_broker(brokers: &str, n: usize, bed: Bed) -> (Row, Row) {
+    let config = enrollstream_kafka::KafkaConfig {
+        brokers: brokers.to_string(),
+        ..Default::default()
+    };
+    let topic = "raw-comparison";
+    support::raw_topic(&config, topic).await;
+    let quote = support::quote_message();
+    let me = [("bench", std::process::id())];
+    let cpu = Cpu::start(bed, &me);
+    let produced = enrollstream_kafka::throughput::produce(
+        &config,
+        topic,
+        n,
+        quote.payload.len(),
+        &quote.headers,
+    )
+    .await
+    .expect("raw produce");
+    let produce = cpu.spent();
+    let cpu = Cpu::start(bed, &me);
+    let consumed = tokio::task::spawn_blocking(move || {
+        enrollstream_kafka::throughput::consume(&config, topic, n, LIMIT)
+    })
+    .await
+    .unwrap()
+    .expect("raw consume");
+    (
+        Row {
+            what: "1. raw rdkafka produce",
+            rate: produced.per_second(),
+            spent: produce,
+        },
+        Row {
+            what: "1. raw rdkafka consume",
+            rate: consumed.per_second(),
+            spent: cpu.spent(),
+        },
+    )
+}
+
+/// The driver alone on this server: the store's own entries for `n` new quotes (event, state
+/// and two outbox messages each), unordered `insert_many` of 500, majority and journaled as the
+/// store writes, into an empty collection without indexes.
+async fn raw_store(uri: &str, n: usize, bed: Bed) -> Row {
+    use enrollstream_testkit::contract::store::fixtures::new_quote;
+    let wc = mongodb::options::WriteConcern::builder()
+        .w(mongodb::options::Acknowledgment::Majority)
+        .journal(true)
+        .build();
+    let log = mongodb::Client::with_uri_str(uri)
+        .await
+        .expect("raw store client")
+        .database("raw_store")
+        .collection_with_options::<Document>(
+            "event_log",
+            mongodb::options::CollectionOptions::builder()
+                .write_concern(wc)
+                .build(),
+        );
+    let entries: Vec<Document> = (0..n)
+        .map(|_| enrollstream_mongodb::entry_document(&new_quote()).expect("an entry"))
+        .collect();
+    let cpu = Cpu::start(bed, &[("bench", std::process::id())]);
+    let started = Instant::now();
+    for batch in entries.chunks(500) {
+        log.insert_many(batch)
+            .ordered(false)
+            .await
+            .expect("raw insert_many");
+    }
+    Row {
+        what: "2. raw store insert_many (500)",
+        rate: n as f64 / started.elapsed().as_secs_f64(),
+        spent: cpu.spent(),
+    }
 }
 
 /// The seed's consumer: one message at a time, each write awaited before the next.
-async fn baseline(brokers: &str, mongo: &str, n: u64, pids: (u32, u32)) -> Row {
+async fn baseline(brokers: &str, mongo: &str, n: u64, bed: Bed) -> Row {
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "seed-baseline")
@@ -225,7 +209,6 @@ async fn baseline(brokers: &str, mongo: &str, n: u64, pids: (u32, u32)) -> Row {
         db.collection::<Document>("entities"),
     );
     let mut started = None;
-    let mut cpu = None;
     let deadline = Instant::now() + LIMIT;
     for i in 0..n {
         let message = tokio::time::timeout_at(deadline.into(), consumer.recv())
@@ -233,8 +216,10 @@ async fn baseline(brokers: &str, mongo: &str, n: u64, pids: (u32, u32)) -> Row {
             .unwrap_or_else(|_| panic!("the baseline stalled after {i} of {n} messages"))
             .expect("baseline receives");
         if started.is_none() {
-            started = Some(Instant::now());
-            cpu = Some(Cpu::start(pids.0, pids.1, std::process::id()));
+            started = Some((
+                Instant::now(),
+                Cpu::start(bed, &[("bench", std::process::id())]),
+            ));
         }
         let data: serde_json::Value =
             serde_json::from_slice(message.payload().unwrap_or(b"{}")).expect("JSON event data");
@@ -271,139 +256,153 @@ async fn baseline(brokers: &str, mongo: &str, n: u64, pids: (u32, u32)) -> Row {
             .map_err(|(e, _)| e)
             .expect("entity update produced");
     }
-    let elapsed = started.expect("at least one message").elapsed();
+    let (started, cpu) = started.expect("at least one message");
     Row {
-        what: "baseline: seed 003 per message",
-        rate: n as f64 / elapsed.as_secs_f64(),
-        cpu: cpu.map(|c| c.spent()),
+        what: "3. baseline: seed 003 per message",
+        rate: n as f64 / started.elapsed().as_secs_f64(),
+        spent: cpu.spent(),
     }
+}
+
+fn args(brokers: &str, mongo: &str, roles: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--kafka-brokers", brokers, "--mongodb-uri", mongo]
+        .map(String::from)
+        .into();
+    for role in roles {
+        args.extend(["--role".to_string(), role.to_string()]);
+    }
+    args
+}
+
+/// Polls `done` until it holds, failing at `deadline` with `what`.
+async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    every: Duration,
+    deadline: Instant,
+    mut done: impl FnMut() -> F,
+) {
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what} within {LIMIT:?}");
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The outbox's backlog counts in FerretDB (a scan), so it is polled once the last event is
+/// projected, and then rarely.
+async fn outbox_drained(client: &reqwest::Client, url: &str, deadline: Instant) {
+    until(
+        "the relay drains the outbox",
+        Duration::from_millis(250),
+        deadline,
+        || async { support::outbox_backlog(client, url).await == Some(0) },
+    )
+    .await;
 }
 
 /// The real binary's projector and relay on the backlog: done when every event is projected
 /// and the outbox is empty.
-async fn ours(
-    client: &reqwest::Client,
-    dir: &std::path::Path,
-    brokers: &str,
-    mongo: &str,
-    n: u64,
-    pids: (u32, u32),
-) -> (Row, f64) {
-    let app = start(dir, brokers, mongo, &["projector", "relay"]);
-    let pid = app.child.id();
-    let projected = |url: String| async move {
-        metric(client, &url, "enrollstream_events_projected_total").await as u64
-    };
+async fn ours(client: &reqwest::Client, brokers: &str, mongo: &str, n: u64, bed: Bed) -> Row {
+    let app = support::start_fresh(&args(brokers, mongo, &["projector", "relay"]));
+    let url = app.url.as_str();
     let deadline = Instant::now() + LIMIT;
-    while projected(app.url.clone()).await == 0 {
-        assert!(Instant::now() < deadline, "the projector never started");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let cpu = Cpu::start(pids.0, pids.1, pid);
+    until(
+        "the projector starts",
+        Duration::from_millis(2),
+        deadline,
+        || async { support::projected(client, url).await > 0 },
+    )
+    .await;
+    let cpu = Cpu::start(bed, &[("projector+relay", app.pid())]);
     let started = Instant::now();
-    let first = projected(app.url.clone()).await;
-    loop {
-        let done = projected(app.url.clone()).await;
-        assert!(
-            Instant::now() < deadline,
-            "projector stalled at {done} of {n}"
-        );
-        if done >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let first = support::projected(client, url).await;
+    until(
+        "the projector projects the backlog",
+        Duration::from_millis(20),
+        deadline,
+        || async { support::projected(client, url).await >= n },
+    )
+    .await;
+    outbox_drained(client, url, deadline).await;
+    Row {
+        what: "4. enrollstream projector + relay",
+        rate: (n - first) as f64 / started.elapsed().as_secs_f64(),
+        spent: cpu.spent(),
     }
-    while outbox_backlog(client, &app.url).await > 0 {
-        assert!(Instant::now() < deadline, "the relay stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = started.elapsed();
+}
+
+/// The whole pipeline from HTTP, its roles in three processes on a fresh broker and store:
+/// `n` quotes offered at `rate` per second, each read back with `?after=`. The row's rate is
+/// from the first send until the last quote is in the read model; the outbox's drain is timed
+/// apart.
+async fn pipeline(client: &reqwest::Client, n: u64, rate: u64) -> (Row, Latencies, Duration) {
+    let (kafka, mongo, bed) = Bed::start();
+    let (brokers, uri) = (kafka.bootstrap(), mongo.uri());
+    let role = |role| support::start_fresh(&args(&brokers, &uri, &[role]));
+    let (projector, relay, api): (App, App, App) = (role("projector"), role("relay"), role("api"));
+    support::warm_up(client, &api.url).await;
+    let processes = [
+        ("api", api.pid()),
+        ("projector", projector.pid()),
+        ("relay", relay.pid()),
+    ];
+    let cpu = Cpu::start(bed, &processes);
+    let deadline = Instant::now() + LIMIT;
+    // On MongoDB a read waiting with `?after=` polls the store (up to every 100 ms): at most
+    // 32 requests in flight, so the reads do not take the store from the pipeline they measure.
+    let samples = support::offer(client, &api.url, rate, n, deadline, 32).await;
+    let first = samples.iter().map(|s| s.2).min().expect("samples");
+    let last = samples
+        .iter()
+        .map(|(accept, projected, sent)| *sent + *accept + *projected)
+        .max()
+        .expect("samples");
+    outbox_drained(client, &api.url, deadline).await;
+    let drained = first.elapsed();
     let row = Row {
-        what: "enrollstream projector + relay",
-        rate: (n - first) as f64 / elapsed.as_secs_f64(),
-        cpu: Some(cpu.spent()),
+        what: "5. pipeline from HTTP (open loop)",
+        rate: n as f64 / (last - first).as_secs_f64(),
+        spent: cpu.spent(),
     };
-    (row, peak_rss_mib(pid))
+    println!(
+        "5. pipeline: peak RSS of its own Kafka JVM {:.0} MiB and FerretDB {:.0} MiB",
+        peak_rss_mib(bed.kafka),
+        peak_rss_mib(bed.mongo)
+    );
+    (row, Latencies::of(&samples), drained)
 }
 
-/// rdkafka alone on this broker, messages shaped like the backlog's (a quote event's size and
-/// CloudEvents headers, as the API publishes them), on a topic of their own.
-async fn raw_broker(brokers: &str, n: usize, pids: (u32, u32)) -> (Row, Row) {
-    use enrollstream_ports::{EventBus, TopicSpec};
-    let config = enrollstream_kafka::KafkaConfig {
-        brokers: brokers.to_string(),
-        ..Default::default()
-    };
-    let bus = enrollstream_kafka::KafkaBus::new(config.clone()).expect("kafka bus");
-    let topic = "raw-comparison";
-    bus.ensure_topics(&[TopicSpec {
-        name: topic.into(),
-        partitions: 3,
-        replication: 1,
-        retention: None,
-    }])
-    .await
-    .expect("raw topic");
-    let quote = quote_message();
-    let cpu = Cpu::start(pids.0, pids.1, std::process::id());
-    let produced = enrollstream_kafka::throughput::produce(
-        &config,
-        topic,
-        n,
-        quote.payload.len(),
-        &quote.headers,
-    )
-    .await
-    .expect("raw produce");
-    let produce_cpu = cpu.spent();
-    let cpu = Cpu::start(pids.0, pids.1, std::process::id());
-    let consumed = tokio::task::spawn_blocking(move || {
-        enrollstream_kafka::throughput::consume(&config, topic, n, LIMIT)
-    })
-    .await
-    .unwrap()
-    .expect("raw consume");
-    (
-        Row {
-            what: "raw rdkafka produce",
-            rate: produced.per_second(),
-            cpu: Some(produce_cpu),
-        },
-        Row {
-            what: "raw rdkafka consume",
-            rate: consumed.per_second(),
-            cpu: Some(cpu.spent()),
-        },
-    )
-}
-
-/// A quote event as the API publishes it: its CloudEvents binary-binding headers and JSON data.
-fn quote_message() -> enrollstream_ports::OutboundMessage {
-    use enrollstream_domain::{events::QuoteCreated, CloudEvent, DomainEvent, Money, QuoteEvent};
-    let event = DomainEvent::Quote(QuoteEvent::Created(QuoteCreated {
-        quote_id: enrollstream_domain::ids::new_id(),
-        customer_id: "C-1".into(),
-        product: "dental-basic".into(),
-        premium: Money {
-            amount_minor: 5000,
-            currency: "USD".into(),
-        },
-    }));
-    let envelope = CloudEvent::new(&event, "/enrollstream/api", chrono::Utc::now(), None);
-    enrollstream_ports::codec::encode(&envelope)
+fn print_table(rows: &[&Row], baseline: f64, raw_store: f64) {
+    println!(
+        "{:<36} {:>9} {:>8} {:>9} {:>8} {:>8}  measured processes: CPU s (peak RSS)",
+        "", "events/s", "/ base", "/ store", "Kafka s", "Ferret s"
+    );
+    for row in rows {
+        let processes: Vec<String> = row.spent[2..]
+            .iter()
+            .map(|s| match s.rss_mib {
+                Some(rss) => format!("{} {:.2} ({rss:.0} MiB)", s.what, s.cpu),
+                None => format!("{} {:.2}", s.what, s.cpu),
+            })
+            .collect();
+        println!(
+            "{:<36} {:>9.0} {:>7.2}x {:>8.0}% {:>8.2} {:>8.2}  {}",
+            row.what,
+            row.rate,
+            row.rate / baseline,
+            100.0 * row.rate / raw_store,
+            row.spent[0].cpu,
+            row.spent[1].cpu,
+            processes.join(", ")
+        );
+    }
 }
 
 fn main() {
-    let n = env_or("BENCH_EVENTS", 10_000);
-    let concurrency = env_or("BENCH_CONCURRENCY", 32);
-    let kafka = enrollstream_testkit::testbed::Kafka::start_for_benchmark()
-        .unwrap_or_else(|e| panic!("the Kafka broker did not start: {e:#}"));
-    let mongo = enrollstream_testkit::testbed::Mongo::start()
-        .unwrap_or_else(|e| panic!("FerretDB did not start: {e:#}"));
-    let pids = (
-        kafka.pid().expect("the broker runs"),
-        mongo.pid().expect("FerretDB runs"),
-    );
+    let n = support::env_or("BENCH_EVENTS", 10_000);
+    let concurrency = support::env_or("BENCH_CONCURRENCY", 32);
+    let rate = support::env_or("BENCH_RATE", 500);
+    let offered = support::env_or("BENCH_PIPELINE_EVENTS", n);
+    let (kafka, mongo, bed) = Bed::start();
     let (brokers, uri) = (kafka.bootstrap(), mongo.uri());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -414,44 +413,51 @@ fn main() {
             .pool_max_idle_per_host(256)
             .build()
             .unwrap();
-        let (produce, consume) = raw_broker(&brokers, n as usize, pids).await;
+        let (produce, consume) = raw_broker(&brokers, n as usize, bed).await;
+        println!("1. raw broker: done");
+        let store = raw_store(&uri, n as usize, bed).await;
+        println!("2. raw store: done");
 
-        let dir = tempfile::tempdir().unwrap();
-        let api = start(dir.path(), &brokers, &uri, &["api"]);
+        let api = support::start_fresh(&args(&brokers, &uri, &["api"]));
         let filled = Instant::now();
-        fill_backlog(&client, &api.url, n, concurrency).await;
+        support::post_quotes(&client, &api.url, n, concurrency).await;
         drop(api);
         println!(
-            "backlog: {n} quote events on {QUOTE_EVENTS} through the API role in {:.2} s",
+            "backlog: {n} quote events on {QUOTE_EVENTS} through the API role ({concurrency} clients) in {:.2} s",
             filled.elapsed().as_secs_f64()
         );
 
-        let base = baseline(&brokers, &uri, n, pids).await;
-        let (ours, ours_rss) = ours(&client, dir.path(), &brokers, &uri, n, pids).await;
+        let base = baseline(&brokers, &uri, n, bed).await;
+        println!("3. baseline: done");
+        let ours = ours(&client, &brokers, &uri, n, bed).await;
+        println!("4. projector + relay: done");
+        let (whole, latencies, drained) = pipeline(&client, offered, rate).await;
+        println!("5. pipeline: done");
 
         println!(
-            "\nApache Kafka 4.1.1 (KRaft, one node) + FerretDB 1.24.2 (SQLite handler), {n} events"
+            "\nApache Kafka 4.1.1 (KRaft, one node) + FerretDB 1.24.2 (SQLite handler), {n} events in rows 1-4, {offered} in row 5"
+        );
+        print_table(
+            &[&produce, &consume, &store, &base, &ours, &whole],
+            base.rate,
+            store.rate,
+        );
+        let (accept, projected, total) = (&latencies.accept, &latencies.projected, &latencies.total);
+        let p = support::percentile;
+        println!(
+            "5. {offered} quotes offered at {rate} events/s: request→202 p50 {:.1} ms p99 {:.1} ms; 202→projected (accept→projected) p50 {:.1} ms p99 {:.1} ms; request→projected p99 {:.1} ms; outbox empty {:.2} s after the first send; {} reads asked again (409/503)",
+            ms(p(accept, 0.5)),
+            ms(p(accept, 0.99)),
+            ms(p(projected, 0.5)),
+            ms(p(projected, 0.99)),
+            ms(p(total, 0.99)),
+            drained.as_secs_f64(),
+            support::READS_AGAIN.load(std::sync::atomic::Ordering::Relaxed),
         );
         println!(
-            "{:<34} {:>10} {:>11} {:>12} {:>12}",
-            "", "events/s", "Kafka CPU s", "FerretDB CPU", "process CPU"
-        );
-        for row in [&produce, &consume, &base, &ours] {
-            let [k, m, p] = row.cpu.unwrap_or_default();
-            println!(
-                "{:<34} {:>10.0} {k:>11.2} {m:>12.2} {p:>12.2}",
-                row.what, row.rate
-            );
-        }
-        println!(
-            "ratio ours / baseline: {:.1}x; ours / raw consume: {:.1} %",
-            ours.rate / base.rate,
-            100.0 * ours.rate / consume.rate
-        );
-        println!(
-            "peak RSS: Kafka JVM {:.0} MiB, FerretDB {:.0} MiB, enrollstream projector+relay {ours_rss:.0} MiB, this bench (raw clients, baseline) {:.0} MiB",
-            peak_rss_mib(pids.0),
-            peak_rss_mib(pids.1),
+            "peak RSS over the run: Kafka JVM {:.0} MiB, FerretDB {:.0} MiB, this bench (raw clients, baseline, HTTP clients) {:.0} MiB",
+            peak_rss_mib(bed.kafka),
+            peak_rss_mib(bed.mongo),
             peak_rss_mib(std::process::id()),
         );
     });

@@ -24,183 +24,47 @@
 //! rates, no stages), to compare builds. Results go to stdout; docs/benchmarks.md records
 //! them.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{
+    env_or, metric, outbox_backlog, percentile, post_quotes, projected, quote_message, warm_up, App,
+};
 
-struct App {
-    child: Child,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The binary's arguments: `roles` empty, every role; `BENCH_SERVE_ARGS` last, for diagnosis
+/// (e.g. "--role api --role projector").
+fn serve_args(kafka: Option<&str>, roles: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
+    for role in roles {
+        args.extend(["--role".to_string(), role.to_string()]);
     }
+    if let Some(brokers) = kafka {
+        args.extend(["--kafka-brokers".to_string(), brokers.to_string()]);
+    }
+    if let Ok(extra) = std::env::var("BENCH_SERVE_ARGS") {
+        args.extend(extra.split_whitespace().map(String::from));
+    }
+    args
 }
 
 fn start(kafka: Option<&str>) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut app = start_in(dir.path(), kafka, &[]);
-    app._dir = Some(dir);
-    app
+    support::start_fresh(&serve_args(kafka, &[]))
 }
 
-/// `roles` empty: every role.
 fn start_in(dir: &std::path::Path, kafka: Option<&str>, roles: &[&str]) -> App {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_enrollstream"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir);
-    for role in roles {
-        command.args(["--role", role]);
-    }
-    if let Some(brokers) = kafka {
-        command.args(["--kafka-brokers", brokers]);
-    }
-    // For diagnosis, e.g. BENCH_SERVE_ARGS="--role api --role projector".
-    if let Ok(extra) = std::env::var("BENCH_SERVE_ARGS") {
-        command.args(extra.split_whitespace());
-    }
-    // The pipeline is measured, not the guard: auth off (a verified key costs a SHA-256 and a
-    // cache hit per request), and no rate limit on the one caller.
-    let mut child = command
-        .env("RUST_LOG", "warn")
-        .env("ENROLLSTREAM_API__AUTH", "off")
-        .env("ENROLLSTREAM_API__LIMITS__RATE_PER_SECOND", "0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("enrollstream starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("enrollstream printed its address")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("enrollstream listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    App {
-        child,
-        url,
-        _dir: None,
-    }
+    support::start(dir, &serve_args(kafka, roles))
 }
 
-async fn projected(client: &reqwest::Client, url: &str) -> u64 {
-    metric(client, url, "enrollstream_events_projected_total").await as u64
-}
-
-/// The sum of a metric's series (all labels), from `/metrics`.
-async fn metric(client: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn quote(i: u64) -> serde_json::Value {
-    serde_json::json!({"customer_id": format!("C-{i}"), "product": "dental-basic", "amount_minor": 5000 + i, "currency": "USD"})
-}
-
-async fn outbox_backlog(client: &reqwest::Client, url: &str) -> u64 {
-    let ready: serde_json::Value = client
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    ready["outbox_backlog"]
-        .as_u64()
-        .expect("readyz has outbox_backlog")
-}
-
-/// One quote through to the read model before the clock starts: on Kafka the projector's group
-/// join takes seconds, which is start-up, not latency.
-async fn warm_up(client: &reqwest::Client, url: &str) {
-    let r = client
-        .post(format!("{url}/v1/quotes"))
-        .json(&quote(0))
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = r.json().await.unwrap();
-    let (id, event) = (
-        body["quote_id"].as_str().unwrap(),
-        body["event_id"].as_str().unwrap(),
-    );
-    for _ in 0..12 {
-        let r = client
-            .get(format!("{url}/v1/quotes/{id}?after={event}&wait_ms=10000"))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            return;
-        }
-    }
-    panic!("the warm-up quote did not reach the read model within two minutes");
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Posts `n` quotes from `concurrency` clients; returns the time until the last 202.
-async fn post_quotes(client: &reqwest::Client, url: &str, n: u64, concurrency: u64) -> Duration {
-    let url = Arc::new(url.to_string());
-    let started = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, url, next) = (client.clone(), url.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
-                        return;
-                    }
-                    let r = client
-                        .post(format!("{url}/v1/quotes"))
-                        .json(&quote(i))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 202);
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await.unwrap();
-    }
-    started.elapsed()
+/// Offers `rate` quotes/s for `seconds` (open loop) and reads each back with `?after=`.
+async fn offer(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    seconds: u64,
+) -> Vec<support::Sample> {
+    let deadline = Instant::now() + Duration::from_secs(seconds + 120);
+    support::offer(client, url, rate, rate * seconds, deadline, 256).await
 }
 
 async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
@@ -222,7 +86,7 @@ async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
     );
     if let Some(brokers) = kafka {
         // The relay may still be publishing the last notifications; count once the outbox is empty.
-        while outbox_backlog(client, &url).await > 0 {
+        while outbox_backlog(client, &url).await != Some(0) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let config = enrollstream_kafka::KafkaConfig {
@@ -237,52 +101,6 @@ async fn throughput(client: &reqwest::Client, kafka: Option<&str>) {
             produced as f64 / n as f64
         );
     }
-}
-
-/// Per request: request→202, 202→in the read model, and when it was due.
-type Sample = (Duration, Duration, Instant);
-
-/// Offers `rate` quotes/s for `seconds` (open loop) and reads each back with `?after=`.
-async fn offer(client: &reqwest::Client, url: &str, rate: u64, seconds: u64) -> Vec<Sample> {
-    let url = Arc::new(url.to_string());
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    // Bounded connections, so the client never exhausts file descriptors; latency is measured
-    // from the scheduled send time, so waiting for a connection counts (no coordinated omission).
-    let connections = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut tasks = Vec::new();
-    for i in 0..rate * seconds {
-        let sent = tick.tick().await.into_std();
-        let (client, url, connections) = (client.clone(), url.clone(), connections.clone());
-        tasks.push(tokio::spawn(async move {
-            let _connection = connections.acquire_owned().await.unwrap();
-            let r = client
-                .post(format!("{url}/v1/quotes"))
-                .json(&quote(i))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            let body: serde_json::Value = r.json().await.unwrap();
-            let accepted = Instant::now();
-            let (id, event) = (
-                body["quote_id"].as_str().unwrap(),
-                body["event_id"].as_str().unwrap(),
-            );
-            let r = client
-                .get(format!("{url}/v1/quotes/{id}?after={event}&wait_ms=10000"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            (accepted - sent, accepted.elapsed(), sent)
-        }));
-    }
-    let mut samples = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        samples.push(t.await.unwrap());
-    }
-    samples
 }
 
 async fn latency(client: &reqwest::Client, kafka: Option<&str>) {
@@ -398,39 +216,16 @@ fn disk_probe() {
     );
 }
 
-/// A quote event as the API publishes it: its CloudEvents binary-binding headers and JSON data.
-fn quote_message() -> enrollstream_ports::OutboundMessage {
-    use enrollstream_domain::{events::QuoteCreated, CloudEvent, DomainEvent, Money, QuoteEvent};
-    let event = DomainEvent::Quote(QuoteEvent::Created(QuoteCreated {
-        quote_id: enrollstream_domain::ids::new_id(),
-        customer_id: "C-1".into(),
-        product: "dental-basic".into(),
-        premium: Money {
-            amount_minor: 5000,
-            currency: "USD".into(),
-        },
-    }));
-    let envelope = CloudEvent::new(
-        &event,
-        "/enrollstream/api",
-        chrono::Utc::now(),
-        Some(enrollstream_domain::envelope::new_traceparent()),
-    );
-    enrollstream_ports::codec::encode(&envelope)
-}
-
 /// The broker's raw rates with rdkafka on the pipeline's topic layout (3 partitions): bare
 /// 600-byte messages, then messages shaped like a quote event (its size and its CloudEvents
 /// headers), each on a topic of its own.
 /// Raw produce and consume rates (msgs/s) of quote-shaped CloudEvents, default batching.
 async fn raw_rates(bootstrap: &str) -> (f64, f64) {
-    use enrollstream_ports::{EventBus, TopicSpec};
     let n = env_or("BENCH_EVENTS", 20_000) as usize;
     let config = enrollstream_kafka::KafkaConfig {
         brokers: bootstrap.to_string(),
         ..Default::default()
     };
-    let bus = enrollstream_kafka::KafkaBus::new(config.clone()).expect("kafka bus");
     let quote = quote_message();
     let runs = [
         ("raw-bench-bare", 600, Vec::new()),
@@ -438,14 +233,7 @@ async fn raw_rates(bootstrap: &str) -> (f64, f64) {
     ];
     let mut cloudevents = (0.0, 0.0);
     for (topic, size, headers) in runs {
-        bus.ensure_topics(&[TopicSpec {
-            name: topic.into(),
-            partitions: 3,
-            replication: 1,
-            retention: None,
-        }])
-        .await
-        .expect("topic");
+        support::raw_topic(&config, topic).await;
         let produced = enrollstream_kafka::throughput::produce(&config, topic, n, size, &headers)
             .await
             .expect("raw produce");
@@ -523,13 +311,17 @@ async fn stages(client: &reqwest::Client, raw: (f64, f64)) {
     );
 
     let relay = start_in(dir.path(), Some(&bootstrap), &["relay"]);
-    let all = outbox_backlog(client, &relay.url).await;
-    while outbox_backlog(client, &relay.url).await == all {
+    let all = outbox_backlog(client, &relay.url)
+        .await
+        .expect("readyz counts the outbox");
+    while outbox_backlog(client, &relay.url).await == Some(all) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let started = Instant::now();
-    let left = outbox_backlog(client, &relay.url).await;
-    while outbox_backlog(client, &relay.url).await > 0 {
+    let left = outbox_backlog(client, &relay.url)
+        .await
+        .expect("readyz counts the outbox");
+    while outbox_backlog(client, &relay.url).await != Some(0) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = left as f64 / started.elapsed().as_secs_f64();

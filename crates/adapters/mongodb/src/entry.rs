@@ -87,6 +87,13 @@ pub(crate) fn entry_doc(
     Ok(encoded)
 }
 
+/// The log entry the store inserts for `change`, for benchmarks that write the store's own
+/// documents through the driver alone: a raw bulk-write rate of the same shape and size.
+pub fn entry_document(change: &Change) -> Result<Document, StoreError> {
+    entry_doc(change, &enrollstream_domain::ids::new_id())?
+        .map_err(|Unwritable(why)| StoreError::Fatal(why))
+}
+
 /// Message ids are UUIDs; anything else must at least be usable as a field name.
 fn is_plain_key(id: &str) -> bool {
     !id.is_empty() && !id.contains('.') && !id.starts_with('$') && !id.contains('\0')
