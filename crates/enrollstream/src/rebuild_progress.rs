@@ -17,6 +17,7 @@ pub enum Progress {
     Bar(ProgressBar),
     Lines {
         total: u64,
+        done: u64,
         started: Instant,
         last_line: Instant,
     },
@@ -39,20 +40,27 @@ impl Progress {
             let now = Instant::now();
             Self::Lines {
                 total,
+                done: 0,
                 started: now,
                 last_line: now,
             }
         }
     }
 
-    pub fn set(&mut self, done: u64) {
+    /// `total` may grow as the goal moves (a rebuild beside a live projector chases it).
+    pub fn set(&mut self, done: u64, goal: u64) {
         match self {
-            Self::Bar(bar) => bar.set_position(done),
+            Self::Bar(bar) => {
+                bar.set_length(goal);
+                bar.set_position(done);
+            }
             Self::Lines {
                 total,
+                done: at,
                 started,
                 last_line,
             } => {
+                (*total, *at) = (goal, done);
                 if last_line.elapsed() >= LINE_EVERY {
                     *last_line = Instant::now();
                     eprintln!("{}", line(done, *total, started.elapsed()));
@@ -61,15 +69,16 @@ impl Progress {
         }
     }
 
-    pub fn finish(self, done: u64) {
+    /// The last position, shown for good.
+    pub fn finish(self) {
         match self {
-            Self::Bar(bar) => {
-                bar.set_position(done);
-                bar.finish();
-            }
-            Self::Lines { total, started, .. } => {
-                eprintln!("{}", line(done, total, started.elapsed()))
-            }
+            Self::Bar(bar) => bar.finish(),
+            Self::Lines {
+                total,
+                done,
+                started,
+                ..
+            } => eprintln!("{}", line(done, total, started.elapsed())),
         }
     }
 }
