@@ -5,7 +5,7 @@
 //! 1. Take `read-model/shadow` (one rebuild at a time) and open the build: a new one, or the
 //!    one an interrupted rebuild left, with the offsets it had applied.
 //! 2. Catch up, in rounds, to the live projector group's committed offsets, read again each
-//!    round, until a round is short. Every change is a replay: the build records no outbox
+//!    round, until a round is short (or after `MAX_ROUNDS`). Every change is a replay: the build records no outbox
 //!    message, so nothing is announced twice.
 //! 3. Take the switch lease (live applies pause), ask which events the active generation holds
 //!    that the build lacks, catch up to the last of them, and switch. The store refuses the
@@ -35,6 +35,9 @@ pub const SHADOW_LEASE: &str = "read-model/shadow";
 /// A catch-up round that applied at most this many offsets ends the chase: the pause that
 /// follows lasts about as long as such a round.
 const SHORT_ROUND: u64 = 200;
+/// Catch-up rounds before the rebuild pauses live applies anyway: a rebuild slower than the
+/// live traffic would chase it forever; the pause then lasts as long as the gap takes.
+const MAX_ROUNDS: usize = 50;
 /// Pause-and-switch attempts before giving up (each refused one was a live apply that slipped
 /// past an expired lease, or a store error).
 const SWITCH_ATTEMPTS: usize = 3;
@@ -184,11 +187,15 @@ impl ShadowRebuild {
         leases: &Leases<'_>,
         report: &mut dyn RebuildReport,
     ) -> Result<Rebuilt, String> {
-        let store_err = |what: &str, e: enrollstream_ports::StoreError| format!("{what}: {e}");
+        // What an earlier rebuild killed between its switch and its drop left behind.
+        generations
+            .drop_retired()
+            .await
+            .map_err(|e| format!("cannot drop the retired generation: {e}"))?;
         let build = generations
             .open_shadow(self.fresh)
             .await
-            .map_err(|e| store_err("cannot open the build", e))?;
+            .map_err(|e| format!("cannot open the build: {e}"))?;
         report.started(&build);
         let applied: Offsets = build
             .applied
@@ -234,7 +241,7 @@ impl ShadowRebuild {
         report: &mut dyn RebuildReport,
     ) -> Result<u64, String> {
         let (generations, build_id) = build;
-        loop {
+        for _ in 0..MAX_ROUNDS {
             let committed = self
                 .bus
                 .committed(projector::GROUP, &self.topics)
