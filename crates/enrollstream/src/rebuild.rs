@@ -59,7 +59,7 @@ impl RebuildReport for Told {
         }
         match &mut self.progress {
             Some(p) => p.set(done, total),
-            None => self.progress = Some(Progress::start(total)),
+            None => self.progress = Some(Progress::start(done, total)),
         }
     }
 
@@ -171,7 +171,7 @@ async fn run(config: &Config, adapters: &Adapters, fence: &RebuildFence) -> anyh
             .sum()
     };
     let total = replay_below.values().map(|t| (*t).max(0) as u64).sum();
-    let mut shown = Progress::start(total);
+    let mut shown = Progress::start(0, total);
     let (mut applied, mut refused) = (0usize, 0usize);
     let deadline_quiet = Duration::from_secs(5);
     while !done(&progress) {
