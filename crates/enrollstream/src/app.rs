@@ -35,9 +35,23 @@ pub struct Adapters {
 }
 
 pub async fn open_adapters(config: &Config) -> anyhow::Result<Adapters> {
+    open_adapters_locked(config, DataDirLock::Exclusive).await
+}
+
+/// Which lock of the data directory a process takes on the embedded engines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DataDirLock {
+    /// `LOCK`: the one process that runs roles or an operation that must run alone.
+    Exclusive,
+    /// `REBUILD.LOCK`: a rebuild into a shadow copy, beside a running `serve` (SQLite
+    /// serialises the two processes' writes; one rebuild at a time).
+    Rebuild,
+}
+
+pub async fn open_adapters_locked(config: &Config, which: DataDirLock) -> anyhow::Result<Adapters> {
     let embedded = config.kafka.is_none() || config.mongodb.is_none();
     let lock = if embedded {
-        Some(lock_data_dir(config)?)
+        Some(lock_data_dir(config, which)?)
     } else {
         None
     };
@@ -241,14 +255,25 @@ pub(crate) fn mongo_settings(
     }
 }
 
-/// The embedded adapters serve one process: a second one on the same directory is refused.
-fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
+/// The embedded adapters serve one process: a second one on the same directory is refused
+/// (but for one shadow rebuild beside it).
+fn lock_data_dir(config: &Config, which: DataDirLock) -> anyhow::Result<File> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let lock_path = config.data_dir.join("LOCK");
+    let name = match which {
+        DataDirLock::Exclusive => "LOCK",
+        DataDirLock::Rebuild => "REBUILD.LOCK",
+    };
+    let lock_path = config.data_dir.join(name);
     let lock = File::create(&lock_path)
         .with_context(|| format!("cannot create {}", lock_path.display()))?;
     lock.try_lock().map_err(|_| {
+        if which == DataDirLock::Rebuild {
+            return anyhow::anyhow!(
+                "another rebuild runs on data dir {}",
+                config.data_dir.display()
+            );
+        }
         anyhow::anyhow!(
             "data dir {} is in use by another enrollstream process; the embedded adapters serve one \
              process, so to run roles in separate processes use Kafka and MongoDB",

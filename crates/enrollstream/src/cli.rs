@@ -58,8 +58,18 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Rebuild the read model from the beginning of the event topics, without side effects.
-    Rebuild,
+    /// Rebuild the read model from the beginning of the event topics, without side effects:
+    /// into a shadow copy while the live one serves, then switched in (an interrupted rebuild
+    /// resumes where it was).
+    Rebuild {
+        /// Drop an interrupted rebuild's copy and start over.
+        #[arg(long, conflicts_with = "in_place")]
+        fresh: bool,
+        /// Rebuild into the live read model instead (the projector must be stopped; for stores
+        /// without a shadow copy).
+        #[arg(long)]
+        in_place: bool,
+    },
     /// API keys: create one (printed once, alone on stdout), list them, revoke one.
     ApiKey {
         #[command(subcommand)]
@@ -240,7 +250,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { command } => crate::dlq::dlq(config, command).await,
-        Command::Rebuild => crate::rebuild::rebuild(config).await,
+        Command::Rebuild { fresh, in_place } => match in_place {
+            true => crate::rebuild::in_place(config).await,
+            false => crate::rebuild::shadow(config, fresh).await,
+        },
         Command::ApiKey { command } => crate::keys::run(config, command).await,
         Command::Outbox {
             command: OutboxCommand::Parked { limit },

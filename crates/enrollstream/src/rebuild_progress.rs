@@ -17,6 +17,9 @@ pub enum Progress {
     Bar(ProgressBar),
     Lines {
         total: u64,
+        done: u64,
+        /// Where this run started: the rate counts only its own work.
+        from: u64,
         started: Instant,
         last_line: Instant,
     },
@@ -24,9 +27,11 @@ pub enum Progress {
 
 impl Progress {
     /// On stderr, where the rebuild's other reports go (stdout stays free for a caller's pipe).
-    pub fn start(total: u64) -> Self {
+    /// From `done` (a resumed rebuild has done some already) of `total`.
+    pub fn start(done: u64, total: u64) -> Self {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total);
+            bar.set_position(done);
             bar.set_style(
                 ProgressStyle::with_template(
                     "rebuild {bar:40} {pos}/{len} offsets, {per_sec}, eta {eta}",
@@ -35,48 +40,59 @@ impl Progress {
             );
             Self::Bar(bar)
         } else {
-            eprintln!("rebuild progress: 0/{total} offsets");
+            eprintln!("rebuild progress: {done}/{total} offsets");
             let now = Instant::now();
             Self::Lines {
                 total,
+                done,
+                from: done,
                 started: now,
                 last_line: now,
             }
         }
     }
 
-    pub fn set(&mut self, done: u64) {
+    /// `total` may grow as the goal moves (a rebuild beside a live projector chases it).
+    pub fn set(&mut self, done: u64, goal: u64) {
         match self {
-            Self::Bar(bar) => bar.set_position(done),
+            Self::Bar(bar) => {
+                bar.set_length(goal);
+                bar.set_position(done);
+            }
             Self::Lines {
                 total,
+                done: at,
+                from,
                 started,
                 last_line,
             } => {
+                (*total, *at) = (goal, done);
                 if last_line.elapsed() >= LINE_EVERY {
                     *last_line = Instant::now();
-                    eprintln!("{}", line(done, *total, started.elapsed()));
+                    eprintln!("{}", line(done, *from, *total, started.elapsed()));
                 }
             }
         }
     }
 
-    pub fn finish(self, done: u64) {
+    /// The last position, shown for good.
+    pub fn finish(self) {
         match self {
-            Self::Bar(bar) => {
-                bar.set_position(done);
-                bar.finish();
-            }
-            Self::Lines { total, started, .. } => {
-                eprintln!("{}", line(done, total, started.elapsed()))
-            }
+            Self::Bar(bar) => bar.finish(),
+            Self::Lines {
+                total,
+                done,
+                from,
+                started,
+                ..
+            } => eprintln!("{}", line(done, from, total, started.elapsed())),
         }
     }
 }
 
-fn line(done: u64, total: u64, elapsed: Duration) -> String {
+fn line(done: u64, from: u64, total: u64, elapsed: Duration) -> String {
     let percent = (done * 100).checked_div(total).unwrap_or(100);
-    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let rate = done.saturating_sub(from) as f64 / elapsed.as_secs_f64().max(0.001);
     let eta = if rate > 0.0 {
         let left = total.saturating_sub(done) as f64 / rate;
         format!("{}s", left.ceil() as u64)
@@ -94,14 +110,22 @@ mod tests {
     #[test]
     fn a_line_names_position_share_rate_and_time_left() {
         assert_eq!(
-            line(50, 200, Duration::from_secs(5)),
+            line(50, 0, 200, Duration::from_secs(5)),
             "rebuild progress: 50/200 offsets (25%), 10/s, eta 15s"
         );
     }
 
     #[test]
     fn nothing_done_yet_has_no_eta_and_nothing_to_do_is_complete() {
-        assert!(line(0, 10, Duration::from_secs(1)).ends_with("eta unknown"));
-        assert!(line(0, 0, Duration::from_secs(1)).contains("(100%)"));
+        assert!(line(0, 0, 10, Duration::from_secs(1)).ends_with("eta unknown"));
+        assert!(line(0, 0, 0, Duration::from_secs(1)).contains("(100%)"));
+    }
+
+    #[test]
+    fn a_resumed_run_counts_only_its_own_rate() {
+        assert_eq!(
+            line(150, 100, 200, Duration::from_secs(5)),
+            "rebuild progress: 150/200 offsets (75%), 10/s, eta 5s"
+        );
     }
 }

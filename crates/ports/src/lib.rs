@@ -7,6 +7,7 @@ pub mod bus;
 pub mod clock;
 pub mod codec;
 pub mod credentials;
+pub mod generations;
 pub mod health;
 pub mod mailer;
 pub mod reminders;
@@ -20,6 +21,7 @@ pub use bus::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::{ApiKeyRecord, CredentialStore, KeyCreation};
+pub use generations::{Generations, ShadowBuild, SwitchError, SWITCH_LEASE};
 pub use health::HealthRegistry;
 pub use store::{
     ApplyOutcome, Change, EntityQuery, EntityRecord, IdempotencyRecord, Lease, Reservation, Store,

@@ -252,6 +252,12 @@ pub trait Store: Send + Sync {
     /// The leases whose names start with `prefix` and that last past `now`.
     async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> Result<Vec<Lease>, StoreError>;
 
+    /// The read model's generations, where this store keeps them (a rebuild without downtime
+    /// builds the next one beside the active one); `None`: it rebuilds in place only.
+    fn generations(&self) -> Option<&dyn crate::generations::Generations> {
+        None
+    }
+
     /// Which adapter this is ("sqlite", "mongodb").
     fn name(&self) -> &'static str;
 }

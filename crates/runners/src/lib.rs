@@ -5,8 +5,9 @@
 //!   reads the bus runs on, so that "commit only after the effect is durable" and "a bad message
 //!   never blocks a partition" are written once.
 //! - `backlog`: samples how far behind the pipeline is (lag, dead letters, outbox) into gauges.
-//! - `fence`: the lease that keeps a rebuild and live projectors apart.
+//! - `fence`: the lease that keeps an in-place rebuild and live projectors apart.
 //! - `projector`: builds the read model and records the outbox in one atomic write per event.
+//! - `rebuild`: the rebuild without downtime (the read model's next generation, then the switch).
 //! - `relay`: publishes the outbox to the notification topics.
 //! - `deliveries`: one consumer group per downstream target (Logic Apps, Salesforce, ...).
 //! - `leads`: the lead producer and the lead integration service.
@@ -21,6 +22,7 @@ pub mod deliveries;
 pub mod fence;
 pub mod leads;
 pub mod projector;
+pub mod rebuild;
 pub mod redrive_plan;
 pub mod relay;
 pub mod reminders;

@@ -7,6 +7,7 @@
 //! into the file (`Checkpointer`), so no write waits for a checkpoint either.
 
 mod fences;
+mod generations;
 mod listing;
 mod read;
 mod readers;
@@ -19,8 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrollstream_domain::EntityKind;
 use enrollstream_ports::{
-    ApplyOutcome, Change, EntityQuery, EntityRecord, IdempotencyRecord, Lease, Reservation, Store,
-    StoreError, StoredEvent, StoredOutboxMessage,
+    ApplyOutcome, Change, CommitPosition, EntityQuery, EntityRecord, Generations,
+    IdempotencyRecord, Lease, Reservation, ShadowBuild, Store, StoreError, StoredEvent,
+    StoredOutboxMessage, SwitchError,
 };
 use rusqlite::Connection;
 use std::collections::HashSet;
@@ -32,6 +34,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::sqlite::{self, blocking, time, Checkpointer};
+use generations::{Tables, ACTIVE, NEXT};
 use readers::Readers;
 use rows::{ChangeRow, IdempotencyRow};
 use waiters::Waiters;
@@ -51,6 +54,8 @@ const PURGE_EVERY: u64 = 1024;
 
 pub struct SqliteStore {
     shared: Arc<Shared>,
+    /// The active generation's tables, or (the handle `Generations::shadow` gives) the next's.
+    tables: Tables,
 }
 
 struct Shared {
@@ -88,6 +93,7 @@ impl SqliteStore {
                 outbox: Notify::new(),
                 reservations: AtomicU64::new(0),
             }),
+            tables: ACTIVE,
         })
     }
 
@@ -148,26 +154,29 @@ impl Shared {
 #[async_trait]
 impl Store for SqliteStore {
     async fn applied(&self, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
-        let ids = event_ids.to_vec();
-        self.read(move |conn| read::applied(conn, &ids)).await
+        let (ids, tables) = (event_ids.to_vec(), self.tables);
+        self.read(move |conn| read::applied(conn, tables, &ids))
+            .await
     }
 
     async fn entity(&self, kind: EntityKind, id: &str) -> Result<Option<EntityRecord>, StoreError> {
-        let id = id.to_string();
-        self.read(move |conn| read::entity(conn, kind, &id)).await
+        let (id, tables) = (id.to_string(), self.tables);
+        self.read(move |conn| read::entity(conn, tables, kind, &id))
+            .await
     }
 
     async fn entities(
         &self,
         keys: &[(EntityKind, String)],
     ) -> Result<Vec<EntityRecord>, StoreError> {
-        let keys = keys.to_vec();
-        self.read(move |conn| read::entities(conn, &keys)).await
+        let (keys, tables) = (keys.to_vec(), self.tables);
+        self.read(move |conn| read::entities(conn, tables, &keys))
+            .await
     }
 
     async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityRecord>, StoreError> {
-        let query = query.clone();
-        self.read(move |conn| listing::list_entities(conn, &query))
+        let (query, tables) = (query.clone(), self.tables);
+        self.read(move |conn| listing::list_entities(conn, tables, &query))
             .await
     }
 
@@ -179,8 +188,9 @@ impl Store for SqliteStore {
             .iter()
             .map(ChangeRow::encode)
             .collect::<sqlite::Result<Vec<_>>>()?;
+        let tables = self.tables;
         self.write(move |shared, conn| {
-            let applied = write::apply(conn, &rows)?;
+            let applied = write::apply(conn, tables, &rows)?;
             shared.signal(&rows, &applied);
             Ok(applied.outcomes)
         })
@@ -188,8 +198,8 @@ impl Store for SqliteStore {
     }
 
     async fn event_log(&self, kind: EntityKind, id: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        let id = id.to_string();
-        self.read(move |conn| read::event_log(conn, kind, &id))
+        let (id, tables) = (id.to_string(), self.tables);
+        self.read(move |conn| read::event_log(conn, tables, kind, &id))
             .await
     }
 
@@ -197,8 +207,11 @@ impl Store for SqliteStore {
         let deadline = Instant::now() + timeout;
         loop {
             let mut waiter = self.shared.waiters.register(event_id);
-            let id = event_id.to_string();
-            if self.read(move |conn| read::is_applied(conn, &id)).await? {
+            let (id, tables) = (event_id.to_string(), self.tables);
+            if self
+                .read(move |conn| read::is_applied(conn, tables, &id))
+                .await?
+            {
                 return Ok(true);
             }
             let now = Instant::now();
@@ -315,7 +328,65 @@ impl Store for SqliteStore {
             .await
     }
 
+    fn generations(&self) -> Option<&dyn Generations> {
+        self.tables.active.then_some(self as &dyn Generations)
+    }
+
     fn name(&self) -> &'static str {
         "sqlite"
+    }
+}
+
+#[async_trait]
+impl Generations for SqliteStore {
+    async fn active_generation(&self) -> Result<u64, StoreError> {
+        self.read(generations::active_generation).await
+    }
+
+    async fn open_shadow(&self, fresh: bool) -> Result<ShadowBuild, StoreError> {
+        self.write(move |_, conn| generations::open_shadow(conn, fresh))
+            .await
+    }
+
+    fn shadow(&self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore {
+            shared: self.shared.clone(),
+            tables: NEXT,
+        })
+    }
+
+    async fn record_shadow_progress(
+        &self,
+        build_id: &str,
+        positions: &[CommitPosition],
+    ) -> Result<(), StoreError> {
+        let (build_id, positions) = (build_id.to_string(), positions.to_vec());
+        self.write(move |_, conn| generations::record_progress(conn, &build_id, &positions))
+            .await
+    }
+
+    async fn missing_from_shadow(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| generations::missing(conn, limit))
+            .await
+    }
+
+    async fn switch_to_shadow(
+        &self,
+        build_id: &str,
+        owner: &str,
+        held_past: DateTime<Utc>,
+    ) -> Result<u64, SwitchError> {
+        let (build_id, owner) = (build_id.to_string(), owner.to_string());
+        let switched = self
+            .write(move |_, conn| generations::switch(conn, &build_id, &owner, held_past))
+            .await?;
+        switched.map_err(|refusal| match refusal {
+            generations::Refusal::Missing(sources) => SwitchError::Missing(sources),
+            generations::Refusal::NotPaused => SwitchError::NotPaused,
+        })
+    }
+
+    async fn drop_retired(&self) -> Result<(), StoreError> {
+        self.write(|_, conn| generations::drop_retired(conn)).await
     }
 }

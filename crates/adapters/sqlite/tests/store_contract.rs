@@ -14,6 +14,11 @@ fn fresh() -> (TempDir, SqliteStore) {
 
 enrollstream_testkit::store_contract_tests!(store, (_dir, store) = fresh());
 
+mod generations {
+    use super::fresh;
+    enrollstream_testkit::generations_contract_tests!(store, (_dir, store) = fresh());
+}
+
 #[tokio::test]
 async fn commits_survive_a_reopen() {
     let (dir, store) = fresh();

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod credentials;
+pub mod generations;
 pub mod listing;
 pub mod reminders;
 pub mod store;
@@ -34,6 +35,18 @@ macro_rules! store_contract_tests {
             check_and_name,
             leases_fence_one_owner_at_a_time,
             parked_outbox_is_kept_once,
+        );
+    };
+}
+
+/// The same for the read model's generations (stores whose `generations()` is `Some`).
+#[macro_export]
+macro_rules! generations_contract_tests {
+    ($store:ident, $pat:pat = $init:expr) => {
+        $crate::contract_tests!(generations, $store, $pat = $init;
+            a_build_switches_in_once_it_holds_every_event,
+            live_applies_wait_while_a_switch_is_held,
+            an_interrupted_build_resumes_where_it_was,
         );
     };
 }

@@ -51,6 +51,7 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, BusError> {
     let conn = sqlite::open_durable(path, BUSY_TIMEOUT).map_err(|f| match f {
         Failure::Sql(e) => fail(e),
         Failure::Corrupt(reason) => BusError::Fatal(format!("{context}: {reason}")),
+        Failure::Paused(reason) => BusError::Unavailable(format!("{context}: {reason}")),
     })?;
     conn.execute_batch(SCHEMA).map_err(fail)?;
     Ok(conn)

@@ -10,6 +10,8 @@ pub(crate) enum Failure {
     Sql(rusqlite::Error),
     /// A row that cannot be read back, or a value that cannot be written.
     Corrupt(String),
+    /// A write the store refuses for now (a rebuild is switching the read model); retry later.
+    Paused(String),
 }
 
 impl From<rusqlite::Error> for Failure {
@@ -24,6 +26,7 @@ impl From<Failure> for StoreError {
             Failure::Sql(e) if is_transient(&e) => StoreError::Unavailable(e.to_string()),
             Failure::Sql(e) => StoreError::Fatal(e.to_string()),
             Failure::Corrupt(reason) => StoreError::Fatal(reason),
+            Failure::Paused(reason) => StoreError::Unavailable(reason),
         }
     }
 }

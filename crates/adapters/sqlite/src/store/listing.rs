@@ -4,6 +4,7 @@ use enrollstream_ports::{EntityQuery, EntityRecord};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 
+use super::generations::Tables;
 use super::rows::{int, EntityRow, ENTITY_COLUMNS};
 use crate::sqlite::Result;
 
@@ -11,8 +12,15 @@ use crate::sqlite::Result;
 /// index of migration 4 is on exactly this expression, so the two must stay equal.
 const BROKER_ID: &str = "json_extract(state, '$.submission.broker.id')";
 
-pub(crate) fn list_entities(conn: &Connection, query: &EntityQuery) -> Result<Vec<EntityRecord>> {
-    let mut sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE kind = ?");
+pub(crate) fn list_entities(
+    conn: &Connection,
+    tables: Tables,
+    query: &EntityQuery,
+) -> Result<Vec<EntityRecord>> {
+    let mut sql = format!(
+        "SELECT {ENTITY_COLUMNS} FROM {} WHERE kind = ?",
+        tables.entities
+    );
     let mut params = vec![Value::Text(query.kind.as_str().to_string())];
     if let Some(status) = &query.status {
         sql.push_str(" AND status = ?");

@@ -5,6 +5,7 @@ use enrollstream_ports::{EntityRecord, StoredEvent, StoredOutboxMessage};
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use std::collections::HashSet;
 
+use super::generations::Tables;
 use super::rows::{
     int, EntityRow, EventRow, OutboxReadRow, ENTITY_COLUMNS, EVENT_COLUMNS, OUTBOX_COLUMNS,
 };
@@ -13,12 +14,17 @@ use crate::sqlite::Result;
 /// Ids per `IN (...)` query, well under SQLite's bound-parameter limit.
 const IDS_PER_QUERY: usize = 500;
 
-pub(crate) fn applied(conn: &Connection, event_ids: &[String]) -> Result<HashSet<String>> {
+pub(crate) fn applied(
+    conn: &Connection,
+    tables: Tables,
+    event_ids: &[String],
+) -> Result<HashSet<String>> {
     let mut found = HashSet::new();
     for chunk in event_ids.chunks(IDS_PER_QUERY) {
         let marks = vec!["?"; chunk.len()].join(", ");
         let mut stmt = conn.prepare(&format!(
-            "SELECT event_id FROM event_log WHERE event_id IN ({marks})"
+            "SELECT event_id FROM {} WHERE event_id IN ({marks})",
+            tables.event_log
         ))?;
         let rows = stmt.query_map(params_from_iter(chunk), |r| r.get::<_, String>(0))?;
         for id in rows {
@@ -28,18 +34,23 @@ pub(crate) fn applied(conn: &Connection, event_ids: &[String]) -> Result<HashSet
     Ok(found)
 }
 
-pub(crate) fn is_applied(conn: &Connection, event_id: &str) -> Result<bool> {
-    let mut stmt = conn.prepare_cached("SELECT 1 FROM event_log WHERE event_id = ?1")?;
+pub(crate) fn is_applied(conn: &Connection, tables: Tables, event_id: &str) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT 1 FROM {} WHERE event_id = ?1",
+        tables.event_log
+    ))?;
     Ok(stmt.exists([event_id])?)
 }
 
 pub(crate) fn entity(
     conn: &Connection,
+    tables: Tables,
     kind: EntityKind,
     id: &str,
 ) -> Result<Option<EntityRecord>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {ENTITY_COLUMNS} FROM entities WHERE kind = ?1 AND id = ?2"
+        "SELECT {ENTITY_COLUMNS} FROM {} WHERE kind = ?1 AND id = ?2",
+        tables.entities
     ))?;
     stmt.query_row([kind.as_str(), id], EntityRow::read)
         .optional()?
@@ -50,21 +61,28 @@ pub(crate) fn entity(
 /// Every existing entity among `keys`, on one connection with one cached statement.
 pub(crate) fn entities(
     conn: &Connection,
+    tables: Tables,
     keys: &[(EntityKind, String)],
 ) -> Result<Vec<EntityRecord>> {
     let mut found = Vec::with_capacity(keys.len());
     for (kind, id) in keys {
-        if let Some(record) = entity(conn, *kind, id)? {
+        if let Some(record) = entity(conn, tables, *kind, id)? {
             found.push(record);
         }
     }
     Ok(found)
 }
 
-pub(crate) fn event_log(conn: &Connection, kind: EntityKind, id: &str) -> Result<Vec<StoredEvent>> {
+pub(crate) fn event_log(
+    conn: &Connection,
+    tables: Tables,
+    kind: EntityKind,
+    id: &str,
+) -> Result<Vec<StoredEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {EVENT_COLUMNS} FROM event_log WHERE entity_kind = ?1 AND entity_id = ?2 \
-         ORDER BY version"
+        "SELECT {EVENT_COLUMNS} FROM {} WHERE entity_kind = ?1 AND entity_id = ?2 \
+         ORDER BY version",
+        tables.event_log
     ))?;
     let rows = stmt.query_map([kind.as_str(), id], EventRow::read)?;
     rows.map(|row| row?.decode()).collect()

@@ -110,6 +110,23 @@ const MIGRATIONS: &[&str] = &[
         until_ms INTEGER NOT NULL
     );
 "#,
+    // Generations of the read model (`generations`): the pointer row names the active one and
+    // the build of the next, which records its applied offsets per partition to resume.
+    r#"
+    CREATE TABLE read_model (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL,
+        building   TEXT
+    );
+    INSERT INTO read_model (id, generation, building) VALUES (1, 1, NULL);
+    CREATE TABLE shadow_progress (
+        build_id    TEXT NOT NULL,
+        topic       TEXT NOT NULL,
+        partition   INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL,
+        PRIMARY KEY (build_id, topic, partition)
+    );
+"#,
 ];
 
 /// The one connection that writes (durable commits: the projector relies on them before it

@@ -3,6 +3,7 @@
 use enrollstream_ports::{ApplyOutcome, Reservation};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::generations::{self, Tables};
 use super::rows::{ChangeRow, IdempotencyRow, IDEMPOTENCY_COLUMNS};
 use crate::sqlite::{immediate, Result};
 
@@ -17,27 +18,41 @@ pub(crate) struct Applied {
 /// that is refused leaves no trace and never stops the next one. An SQL error aborts the whole
 /// batch (the transaction rolls back on drop), and the caller retries it: every change in it is
 /// fenced by its event id.
-pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow]) -> Result<Applied> {
+///
+/// On the active generation the switch lease is read inside the same transaction, so no apply
+/// lands once a rebuild has paused the read model to switch it. A generation being built
+/// records no outbox message: what it holds was announced already, or is a replay.
+pub(crate) fn apply(
+    conn: &mut Connection,
+    tables: Tables,
+    changes: &[ChangeRow],
+) -> Result<Applied> {
     let tx = immediate(conn)?;
+    if tables.active {
+        generations::refuse_while_switching(&tx)?;
+    }
     let mut applied = Applied {
         outcomes: Vec::with_capacity(changes.len()),
         new_outbox: false,
     };
     {
-        let mut seen = tx.prepare_cached("SELECT 1 FROM event_log WHERE event_id = ?1")?;
-        let mut version =
-            tx.prepare_cached("SELECT version FROM entities WHERE kind = ?1 AND id = ?2")?;
-        let mut log = tx.prepare_cached(
-            "INSERT INTO event_log (event_id, entity_kind, entity_id, version, event_type, \
-             occurred_at, envelope, source, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        let mut entity = tx.prepare_cached(
-            "INSERT INTO entities (kind, id, version, status, state, last_event_id, updated_at) \
+        let (log_table, entity_table) = (tables.event_log, tables.entities);
+        let mut seen =
+            tx.prepare_cached(&format!("SELECT 1 FROM {log_table} WHERE event_id = ?1"))?;
+        let mut version = tx.prepare_cached(&format!(
+            "SELECT version FROM {entity_table} WHERE kind = ?1 AND id = ?2"
+        ))?;
+        let mut log = tx.prepare_cached(&format!(
+            "INSERT INTO {log_table} (event_id, entity_kind, entity_id, version, event_type, \
+             occurred_at, envelope, source, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))?;
+        let mut entity = tx.prepare_cached(&format!(
+            "INSERT INTO {entity_table} (kind, id, version, status, state, last_event_id, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
              ON CONFLICT (kind, id) DO UPDATE SET version = excluded.version, \
              status = excluded.status, state = excluded.state, \
-             last_event_id = excluded.last_event_id, updated_at = excluded.updated_at",
-        )?;
+             last_event_id = excluded.last_event_id, updated_at = excluded.updated_at"
+        ))?;
         let mut outbox = tx.prepare_cached(
             "INSERT OR IGNORE INTO outbox (id, topic, key, headers, payload, event_id, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -80,7 +95,11 @@ pub(crate) fn apply(conn: &mut Connection, changes: &[ChangeRow]) -> Result<Appl
             ])?;
             // A replayed event's messages were published when it was first projected: a rebuild
             // leaves them out, so it never fires them again.
-            let outbox_messages = if c.replay { &[][..] } else { &c.outbox[..] };
+            let outbox_messages = if c.replay || !tables.active {
+                &[][..]
+            } else {
+                &c.outbox[..]
+            };
             for m in outbox_messages {
                 let inserted = outbox.execute(params![
                     m.id,
