@@ -29,7 +29,7 @@ pub struct Adapters {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
     /// The store again when it is MongoDB: the reminder store shares its client.
-    mongodb: Option<Arc<enrollstream_mongodb::MongoStore>>,
+    pub(crate) mongodb: Option<Arc<enrollstream_mongodb::MongoStore>>,
     /// Held for the life of the process: the embedded adapters serve one process only.
     _lock: Option<File>,
 }

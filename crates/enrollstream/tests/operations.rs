@@ -264,6 +264,31 @@ async fn dead_letters_are_listed_and_redriven_after_the_cause_is_fixed(engine: E
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // Both redrives are in the audit, newest first, with who asked and what came of it.
+    let audit = engine.run(dir.path(), &["dlq", "audit"]);
+    let records: Vec<serde_json::Value> = String::from_utf8(audit.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(
+        [&records[0]["moved"], &records[1]["moved"]],
+        [&json!(0), &json!(1)],
+        "{records:?}"
+    );
+    for record in &records {
+        assert_eq!(record["status"], "completed", "{record}");
+        assert_eq!(record["dry_run"], false, "{record}");
+        assert!(
+            record["by"].as_str().unwrap().starts_with("cli:"),
+            "{record}"
+        );
+        assert_eq!(
+            record["selection"]["filter"]["dlq"]["topic"], "enrollment-events",
+            "{record}"
+        );
+    }
 
     let mut app = engine.spawn(dir.path());
     let body = read_after(&app, "/v1/applications/A-1", &key_of("sig-1")).await;
