@@ -421,6 +421,10 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             metrics: Arc::new(move || metrics.render()),
             config: Arc::new(config.api.clone()),
             reminders: reminder_store.clone(),
+            dead_letters: match roles.contains(&Role::Api) {
+                true => Some(Arc::new(crate::dlq::service(&config, &adapters).await?)),
+                false => None,
+            },
         };
         let app = if roles.contains(&Role::Api) {
             router(state)
