@@ -297,7 +297,7 @@ async fn dead_letters_are_listed_and_redriven_after_the_cause_is_fixed(engine: E
 }
 
 /// The same operation through the admin API of a serving process (the only way beside a
-/// running server on the embedded default): list, inspect, a dry run (the default), the real
+/// running server on the embedded default; on both engines): list, inspect, a dry run (the default), the real
 /// redrive, and both in the audit under the key's name.
 async fn dead_letters_are_redriven_through_the_admin_api(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
@@ -414,6 +414,11 @@ async fn dead_letters_are_redriven_through_the_admin_api(engine: Engine) {
 #[tokio::test]
 async fn embedded_dead_letters_are_redriven_through_the_admin_api() {
     dead_letters_are_redriven_through_the_admin_api(Engine::Embedded).await;
+}
+
+#[tokio::test]
+async fn kafka_dead_letters_are_redriven_through_the_admin_api() {
+    dead_letters_are_redriven_through_the_admin_api(Engine::kafka()).await;
 }
 
 #[tokio::test]
