@@ -4,6 +4,7 @@
 pub mod auth;
 mod commands;
 mod config;
+mod dlq;
 mod dto;
 mod extract;
 pub mod graphql;
@@ -53,12 +54,16 @@ pub struct ApiState {
     pub reminders: Option<Arc<dyn enrollstream_ports::reminders::ReminderStore>>,
     /// Checks credentials (API keys in the store, JWTs) unless `[api] auth = "off"`.
     pub auth: Arc<Authenticator>,
+    /// Dead letters to list, inspect and redrive (`/v1/admin/dlq`); without it those routes
+    /// answer 503.
+    pub dead_letters: Option<Arc<dyn enrollstream_ports::DeadLetters>>,
 }
 
 /// The OpenAPI document: the routes and bodies (`openapi`), and who may call each
 /// (`security`).
 pub fn openapi() -> serde_json::Value {
     let mut doc = openapi::openapi();
+    dlq::document(&mut doc);
     security::document(&mut doc);
     doc
 }
@@ -182,6 +187,7 @@ fn build(state: ApiState, serves: impl Fn(&str) -> bool) -> Router {
         let extra = graphql::routes(&shared.api.config.graphql)
             .into_iter()
             .chain(auth::admin::routes())
+            .chain(dlq::routes())
             .chain(ui::routes());
         for (path, method_router) in extra {
             router = router.route(path, method_router);

@@ -182,6 +182,10 @@ async fn openapi_json_describes_every_route_and_every_route_in_it_is_served() {
         ("get", "/v1/admin/api-keys"),
         ("post", "/v1/admin/api-keys"),
         ("delete", "/v1/admin/api-keys/{name}"),
+        ("get", "/v1/admin/dlq"),
+        ("get", "/v1/admin/dlq/{id}"),
+        ("post", "/v1/admin/dlq/redrive"),
+        ("get", "/v1/admin/dlq/audit"),
         ("get", "/ui"),
         ("get", "/ui/{asset}"),
     ];

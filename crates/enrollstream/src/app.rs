@@ -29,7 +29,7 @@ pub struct Adapters {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
     /// The store again when it is MongoDB: the reminder store shares its client.
-    mongodb: Option<Arc<enrollstream_mongodb::MongoStore>>,
+    pub(crate) mongodb: Option<Arc<enrollstream_mongodb::MongoStore>>,
     /// Held for the life of the process: the embedded adapters serve one process only.
     _lock: Option<File>,
 }
@@ -446,6 +446,10 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             metrics: Arc::new(move || metrics.render()),
             config: Arc::new(config.api.clone()),
             reminders: reminder_store.clone(),
+            dead_letters: match roles.contains(&Role::Api) {
+                true => Some(Arc::new(crate::dlq::service(&config, &adapters).await?)),
+                false => None,
+            },
         };
         let app = if roles.contains(&Role::Api) {
             router(state)

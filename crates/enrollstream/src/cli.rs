@@ -53,7 +53,8 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Dead-letter topics: list what is parked, or send it back to its original topic.
+    /// Dead-letter topics: list what is parked, send it back to its original topic, and the
+    /// audit of those redrives.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
@@ -130,9 +131,15 @@ pub enum DlqCommand {
         /// A dead letter to move (repeat for several); its topic is in the id.
         #[arg(long = "id", conflicts_with = "topic")]
         ids: Vec<String>,
-        /// Print what would move, move nothing.
+        /// Print what would move, move nothing (recorded in the audit all the same).
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Print the audit of redrives (CLI and admin API), newest first, as JSON lines: who, when,
+    /// what was asked, dry run or not, and how many moved and were skipped.
+    Audit {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 

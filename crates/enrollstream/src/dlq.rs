@@ -1,232 +1,177 @@
-//! Operations on what was parked: dead letters (`dlq list`, `dlq inspect`, `dlq redrive`) and
-//! outbox messages the relay kept in the store (`outbox parked`).
+//! Operations on what was parked: dead letters (`dlq list | inspect | redrive | audit`, the
+//! service of `enrollstream_runners::dlq`, which the admin API calls too) and outbox messages
+//! the relay kept in the store (`outbox parked`).
 
-use enrollstream_ports::{EventBus, InboundMessage, Publisher, StartFrom, SubscriptionSpec};
-use enrollstream_runners::dead_letter;
-use enrollstream_runners::deliveries::DLQ_TARGET;
-use enrollstream_runners::redrive_plan::{self, DeadLetterId, Decision, Entry, Filter};
-use serde_json::json;
-use std::collections::BTreeSet;
+use anyhow::Context;
+use enrollstream_domain::routing::{LEAD_MANAGEMENT, LOGIC_APPS, SALESFORCE};
+use enrollstream_ports::{
+    AuditLog, DeadLetterFilter, DeadLetters, DlqName, RedriveRequest, RedriveSelection, SystemClock,
+};
+use enrollstream_runners::dlq::view::payload_json;
+use enrollstream_runners::dlq::{DlqService, DlqTopics};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::app::open_adapters;
+use crate::app::{open_adapters, Adapters};
 use crate::cli::{DlqCommand, DlqSelect};
 use crate::config::Config;
 
-/// A payload as JSON when it is, else as text.
-fn payload_json(payload: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(payload).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
+/// The DLQ topics of this configuration: every topic's, and every delivery target's.
+fn dlq_topics(config: &Config) -> DlqTopics {
+    let suffix = config.topics.dlq_suffix.clone();
+    let mut topics: Vec<String> = config
+        .topics
+        .all()
+        .into_iter()
+        .filter(|t| !t.ends_with(&suffix))
+        .collect();
+    for t in config.routing.topics() {
+        if !topics.contains(&t) {
+            topics.push(t);
+        }
+    }
+    DlqTopics {
+        suffix,
+        topics,
+        targets: [LOGIC_APPS, SALESFORCE, LEAD_MANAGEMENT]
+            .map(str::to_string)
+            .to_vec(),
+    }
+}
+
+/// The audit of redrives, beside the read model in the same engine (on SQLite in `audit.db`,
+/// which `dlq audit` reads beside a serving process).
+pub(crate) async fn open_audit(
+    config: &Config,
+    adapters: Option<&Adapters>,
+) -> anyhow::Result<Arc<dyn AuditLog>> {
+    if let Some(store) = adapters.and_then(|a| a.mongodb.as_ref()) {
+        return Ok(Arc::new(
+            store
+                .audit_log()
+                .await
+                .context("cannot open the audit in MongoDB")?,
+        ));
+    }
+    Ok(match &config.mongodb {
+        Some(m) => Arc::new(
+            enrollstream_mongodb::MongoAuditLog::connect_with(
+                &m.uri,
+                &m.database,
+                crate::app::mongo_settings(m),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the audit in MongoDB at {}",
+                    crate::config::redact_uri(&m.uri)
+                )
+            })?,
+        ),
+        None => Arc::new(
+            enrollstream_sqlite::audit::SqliteAuditLog::open(&config.data_dir).with_context(
+                || format!("cannot open the audit in {}", config.data_dir.display()),
+            )?,
+        ),
+    })
+}
+
+/// The dead-letter service on these adapters: the CLI's, and the admin API's.
+pub(crate) async fn service(config: &Config, adapters: &Adapters) -> anyhow::Result<DlqService> {
+    Ok(DlqService {
+        bus: adapters.bus.clone(),
+        audit: open_audit(config, Some(adapters)).await?,
+        clock: Arc::new(SystemClock),
+        max_redrives: config.dlq.max_redrives,
+        topics: dlq_topics(config),
     })
 }
 
 pub async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<()> {
+    if let DlqCommand::Audit { limit } = command {
+        // Only the audit: no bus, no lock on the data directory.
+        for record in open_audit(&config, None).await?.redrives(limit).await? {
+            println!("{}", serde_json::to_string(&record)?);
+        }
+        return Ok(());
+    }
     let adapters = open_adapters(&config).await?;
-    let bus = adapters.bus.as_ref();
+    let dlq = service(&config, &adapters).await?;
     match command {
         DlqCommand::List { select, limit } => {
-            let topic = dlq_topic(&config, &select)?;
-            let filter = filter(&select);
-            let all = redrive_plan::entries(scan(bus, &topic).await?);
-            let mut listed = 0;
-            for entry in all
-                .iter()
-                .filter(|e| filter.matches(&e.message))
-                .take(limit)
-            {
-                println!("{}", view(entry, false));
-                listed += 1;
+            let name = dlq_name(&select)?;
+            let listed = dlq.list(&name, &filter(&select), limit).await?;
+            for line in &listed {
+                println!("{line}");
             }
-            eprintln!("listed {listed} dead letter(s) of {topic}");
+            eprintln!(
+                "listed {} dead letter(s) of {}",
+                listed.len(),
+                dlq.resolve(&name)?
+            );
         }
         DlqCommand::Inspect { id } => {
-            let id: DeadLetterId = id.parse().map_err(anyhow::Error::msg)?;
-            let all = redrive_plan::entries(scan(bus, &id.topic).await?);
-            let entry = all
-                .iter()
-                .find(|e| e.id == id)
+            let entry = dlq
+                .inspect(&id)
+                .await?
                 .ok_or_else(|| anyhow::anyhow!("no dead letter {id}"))?;
-            println!("{:#}", view(entry, true));
+            println!("{entry:#}");
         }
         DlqCommand::Redrive {
             select,
             ids,
             dry_run,
         } => {
-            let wanted = ids
-                .iter()
-                .map(|id| id.parse::<DeadLetterId>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
-            let topics: BTreeSet<String> = if wanted.is_empty() {
-                BTreeSet::from([dlq_topic(&config, &select)?])
-            } else {
-                wanted.iter().map(|id| id.topic.clone()).collect()
-            };
-            let redrive = Redrive {
-                publisher: bus.publisher(),
-                max_redrives: config.dlq.max_redrives,
-                dry_run,
-            };
-            for topic in topics {
-                let all = redrive_plan::entries(scan(bus, &topic).await?);
-                let of_topic: Vec<&DeadLetterId> =
-                    wanted.iter().filter(|id| id.topic == topic).collect();
-                for id in of_topic
-                    .iter()
-                    .filter(|id| all.iter().all(|e| e.id != ***id))
-                {
-                    println!(
-                        "{}",
-                        json!({"id": id.to_string(), "action": "skipped", "reason": "no such dead letter"})
-                    );
+            let selection = if ids.is_empty() {
+                RedriveSelection::Filter {
+                    dlq: dlq_name(&select)?,
+                    filter: filter(&select),
+                    limit: None,
                 }
-                let filter = filter(&select);
-                let picked = all.iter().filter(|e| {
-                    if of_topic.is_empty() {
-                        filter.matches(&e.message)
-                    } else {
-                        of_topic.contains(&&e.id)
-                    }
-                });
-                redrive.run(&topic, picked).await?;
+            } else {
+                RedriveSelection::Ids(ids)
+            };
+            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let report = dlq
+                .redrive(&RedriveRequest {
+                    selection,
+                    dry_run,
+                    by: format!("cli:{user}"),
+                })
+                .await?;
+            for outcome in &report.outcomes {
+                println!("{}", serde_json::to_string(outcome)?);
             }
+            let (moved, skipped, of) = (report.moved, report.skipped, report.topics.join(", "));
+            if dry_run {
+                eprintln!("dry run: would redrive {moved} dead letter(s) of {of}, skip {skipped}");
+            } else {
+                eprintln!("redrove {moved} dead letter(s) of {of}, skipped {skipped}");
+            }
+            eprintln!("recorded in the audit as {}", report.audit_id);
         }
+        DlqCommand::Audit { .. } => unreachable!("answered above"),
     }
     Ok(())
 }
 
-/// The DLQ topic the operator named: `<topic>.dlq`, or `<topic>.<target>.dlq` for deliveries.
-fn dlq_topic(config: &Config, select: &DlqSelect) -> anyhow::Result<String> {
+fn dlq_name(select: &DlqSelect) -> anyhow::Result<DlqName> {
     let topic = select
         .topic
-        .as_deref()
+        .clone()
         .ok_or_else(|| anyhow::anyhow!("--topic is required (or --id, for a redrive)"))?;
-    Ok(match &select.target {
-        Some(target) => config.topics.dlq(&format!("{topic}.{target}")),
-        None => config.topics.dlq(topic),
+    Ok(DlqName {
+        topic,
+        target: select.target.clone(),
     })
 }
 
-fn filter(select: &DlqSelect) -> Filter {
-    Filter {
+fn filter(select: &DlqSelect) -> DeadLetterFilter {
+    DeadLetterFilter {
         reason: select.reason.clone(),
         entity_id: select.entity_id.clone(),
         failed_since: select.since,
         failed_until: select.until,
     }
-}
-
-struct Redrive {
-    publisher: Arc<dyn Publisher>,
-    max_redrives: u32,
-    dry_run: bool,
-}
-
-impl Redrive {
-    /// Move what may move (or say so, in a dry run), one JSON line per dead letter. The marker
-    /// is written after the message: a crash between the two moves it again on the next run
-    /// (at least once, like every other path), never loses it.
-    async fn run<'a>(
-        &self,
-        topic: &str,
-        picked: impl Iterator<Item = &'a Entry>,
-    ) -> anyhow::Result<()> {
-        let (mut moved, mut skipped) = (0, 0);
-        for entry in picked {
-            let id = entry.id.to_string();
-            match redrive_plan::decide(entry, self.max_redrives) {
-                Decision::Move { topic: to, message } => {
-                    if !self.dry_run {
-                        self.publisher.publish(&to, vec![message]).await?;
-                        self.publisher
-                            .publish(topic, vec![redrive_plan::marker(entry)])
-                            .await?;
-                    }
-                    let action = if self.dry_run { "would_move" } else { "moved" };
-                    println!("{}", json!({"id": id, "action": action, "to": to}));
-                    moved += 1;
-                }
-                Decision::Skip(reason) => {
-                    println!(
-                        "{}",
-                        json!({"id": id, "action": "skipped", "reason": reason})
-                    );
-                    skipped += 1;
-                }
-            }
-        }
-        if self.dry_run {
-            eprintln!("dry run: would redrive {moved} dead letter(s) of {topic}, skip {skipped}");
-        } else {
-            eprintln!("redrove {moved} dead letter(s) of {topic}, skipped {skipped}");
-        }
-        Ok(())
-    }
-}
-
-/// Every message of a DLQ topic, read from its beginning by a group of its own that commits
-/// nothing, until the topic has been quiet for a moment.
-async fn scan(bus: &dyn EventBus, topic: &str) -> anyhow::Result<Vec<InboundMessage>> {
-    let mut sub = bus
-        .subscribe(SubscriptionSpec {
-            group: format!("dlq-inspect-{}", enrollstream_domain::ids::new_id()),
-            topics: vec![topic.to_string()],
-            start: StartFrom::Earliest,
-            client_id: "dlq-inspect".into(),
-        })
-        .await?;
-    let mut read = Vec::new();
-    // Wait for an assignment first (a Kafka group join takes seconds), then read until quiet.
-    let joined_by = tokio::time::Instant::now() + Duration::from_secs(60);
-    while sub.assignment().is_empty() && tokio::time::Instant::now() < joined_by {
-        read.extend(sub.poll(100, Duration::from_millis(500)).await?);
-    }
-    loop {
-        let batch = sub.poll(100, Duration::from_secs(2)).await?;
-        if batch.is_empty() {
-            break;
-        }
-        read.extend(batch);
-    }
-    sub.close().await?;
-    Ok(read)
-}
-
-/// A dead letter as an operator reads it; `whole` adds payload and headers.
-fn view(entry: &Entry, whole: bool) -> serde_json::Value {
-    let m = &entry.message;
-    let failed_at = m.header(dead_letter::FAILED_AT);
-    let mut line = json!({
-        "id": entry.id.to_string(),
-        "topic": entry.id.topic,
-        "original_topic": m.header(dead_letter::ORIGINAL_TOPIC),
-        "original_partition": m.header(dead_letter::ORIGINAL_PARTITION),
-        "original_offset": m.header(dead_letter::ORIGINAL_OFFSET),
-        "target": m.header(DLQ_TARGET),
-        "consumer_group": m.header(dead_letter::CONSUMER_GROUP),
-        "reason": m.header(dead_letter::REASON),
-        "error": m.header(dead_letter::ERROR),
-        "attempts": m.header(dead_letter::ATTEMPTS).and_then(|a| a.parse::<u64>().ok()),
-        "first_failure": m.header(dead_letter::FIRST_FAILED_AT).or(failed_at),
-        "last_failure": failed_at,
-        "redrives": dead_letter::redrives(m),
-        "redriven": entry.moved > 0,
-        "event_id": m.header("ce_id"),
-        "entity_id": m.key,
-        "payload": payload_json(&m.payload),
-    });
-    if whole {
-        line["headers"] = m
-            .headers
-            .iter()
-            .filter(|(k, _)| !k.starts_with("dlq_"))
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-    }
-    line
 }
 
 /// `enrollstream outbox parked`: what the relay could not publish, as JSON lines.

@@ -106,6 +106,30 @@ fn endpoints(quote: &str, application: &str) -> Vec<(Method, String, Value, Opti
             Value::Null,
             Some("admin"),
         ),
+        (
+            Method::GET,
+            "/v1/admin/dlq?topic=enrollment-events".into(),
+            Value::Null,
+            Some("admin"),
+        ),
+        (
+            Method::GET,
+            "/v1/admin/dlq/enrollment-events.dlq:0:0".into(),
+            Value::Null,
+            Some("admin"),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/dlq/redrive".into(),
+            json!({"topic":"enrollment-events"}),
+            Some("admin"),
+        ),
+        (
+            Method::GET,
+            "/v1/admin/dlq/audit".into(),
+            Value::Null,
+            Some("admin"),
+        ),
     ]
 }
 

@@ -264,11 +264,161 @@ async fn dead_letters_are_listed_and_redriven_after_the_cause_is_fixed(engine: E
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // Both redrives are in the audit, newest first, with who asked and what came of it.
+    let audit = engine.run(dir.path(), &["dlq", "audit"]);
+    let records: Vec<serde_json::Value> = String::from_utf8(audit.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(
+        [&records[0]["moved"], &records[1]["moved"]],
+        [&json!(0), &json!(1)],
+        "{records:?}"
+    );
+    for record in &records {
+        assert_eq!(record["status"], "completed", "{record}");
+        assert_eq!(record["dry_run"], false, "{record}");
+        assert!(
+            record["by"].as_str().unwrap().starts_with("cli:"),
+            "{record}"
+        );
+        assert_eq!(
+            record["selection"]["filter"]["dlq"]["topic"], "enrollment-events",
+            "{record}"
+        );
+    }
 
     let mut app = engine.spawn(dir.path());
     let body = read_after(&app, "/v1/applications/A-1", &key_of("sig-1")).await;
     assert_eq!(body["status"], "SIGNED", "{body}");
     app.stop();
+}
+
+/// The same operation through the admin API of a serving process (the only way beside a
+/// running server on the embedded default; on both engines): list, inspect, a dry run (the default), the real
+/// redrive, and both in the audit under the key's name.
+async fn dead_letters_are_redriven_through_the_admin_api(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = engine.spawn(dir.path());
+    post_event(
+        &app,
+        event(
+            "sig-2",
+            "signature_received",
+            "2026-01-01T00:00:02Z",
+            json!({"application_id":"A-1","signed_by":"Jane"}),
+        ),
+    )
+    .await;
+    let listed = eventually(
+        "the dead letter listed",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = app
+                .get_json("/v1/admin/dlq?topic=enrollment-events&reason=invalid_transition")
+                .await;
+            assert_eq!(status, 200, "{body}");
+            (body["dead_letters"].as_array().unwrap().len() == 1).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(listed["topic"], "enrollment-events.dlq");
+    let id = listed["dead_letters"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, one) = app.get_json(&format!("/v1/admin/dlq/{id}")).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["payload"]["signed_by"], "Jane");
+    assert_eq!(one["consumer_group"], "read-model-service");
+    assert!(one["headers"]["ce_type"].is_string(), "{one}");
+
+    for (path, field) in [
+        ("/v1/admin/dlq?topic=nope", "topic"),
+        ("/v1/admin/dlq?topic=enrollment-events&limit=0", "limit"),
+        ("/v1/admin/dlq?topic=enrollment-events&colour=red", "colour"),
+        ("/v1/admin/dlq/enrollment-events.dlq:x:1", "id"),
+    ] {
+        let (status, problem) = app.get_json(path).await;
+        assert_eq!(status, 422, "{path}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+    }
+    let (status, missing) = app
+        .get_json("/v1/admin/dlq/enrollment-events.dlq:0:999")
+        .await;
+    assert_eq!(status, 404, "{missing}");
+    let both = app
+        .post(
+            "/v1/admin/dlq/redrive",
+            json!({"ids": [id], "topic": "enrollment-events"}),
+        )
+        .await;
+    assert_eq!(both.status(), 422);
+
+    // No dry_run in the body: a dry run.
+    let dry = app
+        .post("/v1/admin/dlq/redrive", json!({"ids": [id]}))
+        .await;
+    assert_eq!(dry.status(), 200);
+    let dry: serde_json::Value = dry.json().await.unwrap();
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["outcomes"][0]["action"], "would_move", "{dry}");
+    let (_, still) = app.get_json(&format!("/v1/admin/dlq/{id}")).await;
+    assert_eq!(still["redriven"], false, "a dry run moves nothing");
+
+    // The start of the application, then the real redrive: the signature applies.
+    post_event(&app, event("start-2", "started", "2026-01-01T00:00:00Z", json!({"application_id":"A-1","applicant":{"name":"Jane","email":"jane@example.com"},"product":"dental-basic"}))).await;
+    post_event(&app, event("submit-2", "submitted", "2026-01-01T00:00:01Z", json!({"application_id":"A-1","submitted_by":"broker","broker":{"id":"B","name":"Acme","email":"a@acme.test"}}))).await;
+    read_after(&app, "/v1/applications/A-1", &key_of("submit-2")).await;
+    let moved = app
+        .post(
+            "/v1/admin/dlq/redrive",
+            json!({"topic": "enrollment-events", "reason": "invalid_transition", "dry_run": false}),
+        )
+        .await;
+    assert_eq!(moved.status(), 200);
+    let moved: serde_json::Value = moved.json().await.unwrap();
+    assert_eq!(
+        (moved["moved"].as_u64(), moved["skipped"].as_u64()),
+        (Some(1), Some(0)),
+        "{moved}"
+    );
+    assert_eq!(moved["outcomes"][0]["action"], "moved", "{moved}");
+    let body = read_after(&app, "/v1/applications/A-1", &key_of("sig-2")).await;
+    assert_eq!(body["status"], "SIGNED", "{body}");
+
+    let (status, audit) = app.get_json("/v1/admin/dlq/audit?limit=10").await;
+    assert_eq!(status, 200, "{audit}");
+    let redrives = audit["redrives"].as_array().unwrap();
+    assert_eq!(redrives.len(), 2, "{audit}");
+    assert_eq!(redrives[0]["id"], moved["audit_id"]);
+    assert_eq!(redrives[0]["dry_run"], false);
+    assert_eq!(redrives[0]["moved"], 1);
+    assert_eq!(
+        redrives[0]["selection"]["filter"]["filter"]["reason"],
+        "invalid_transition"
+    );
+    assert_eq!(redrives[1]["id"], dry["audit_id"]);
+    assert_eq!(redrives[1]["dry_run"], true);
+    assert_eq!(redrives[1]["selection"]["ids"][0], id.as_str());
+    for r in redrives {
+        // The name of the key `TestApp` made (`test-admin-…`), never the key.
+        assert!(r["by"].as_str().unwrap().starts_with("test-admin-"), "{r}");
+        assert_eq!(r["status"], "completed", "{r}");
+    }
+    app.stop();
+}
+
+#[tokio::test]
+async fn embedded_dead_letters_are_redriven_through_the_admin_api() {
+    dead_letters_are_redriven_through_the_admin_api(Engine::Embedded).await;
+}
+
+#[tokio::test]
+async fn kafka_dead_letters_are_redriven_through_the_admin_api() {
+    dead_letters_are_redriven_through_the_admin_api(Engine::kafka()).await;
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ fn tool(var: &str, default: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_dashboard_shows_the_pipeline_and_an_application() {
+async fn the_dashboard_shows_the_pipeline_an_application_and_the_dead_letters() {
     let home = std::env::var("HOME").unwrap_or_default();
     let playwright = tool(
         "ENROLLSTREAM_PLAYWRIGHT",
@@ -71,6 +71,25 @@ async fn the_dashboard_shows_the_pipeline_and_an_application() {
         .map(|e| e["type"].as_str().unwrap())
         .collect();
 
+    // A signature for an application that does not exist: a dead letter to browse and redrive.
+    let orphan = json!({"specversion":"1.0","id":uuid::Uuid::new_v4().to_string(),"source":"/partner",
+        "type":"com.enrollstream.application.signature_received.v1","subject":"A-ui-1","time":"2026-01-01T00:00:02Z",
+        "datacontenttype":"application/json","data":{"application_id":"A-ui-1","signed_by":"Jane"}});
+    assert_eq!(app.post_cloudevent(&orphan).await.status(), 202);
+    eventually(
+        "the orphan dead-lettered",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = app.get_json("/v1/admin/dlq?topic=enrollment-events").await;
+            (status == 200
+                && body["dead_letters"]
+                    .as_array()
+                    .is_some_and(|d| d.len() == 1))
+            .then_some(())
+        },
+    )
+    .await;
+
     let expected = json!({
         "admin_key": app.key,
         "read_key": read_key,
@@ -78,6 +97,8 @@ async fn the_dashboard_shows_the_pipeline_and_an_application() {
         "status": state["status"],
         "event_types": event_types,
         "events_published": 2,
+        "dlq_topic": "enrollment-events",
+        "dead_letter_entity": "A-ui-1",
         "lag_metrics": ["enrollstream_consumer_lag_messages", "enrollstream_outbox_oldest_age_seconds"],
     });
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-artifacts");
@@ -97,7 +118,14 @@ async fn the_dashboard_shows_the_pipeline_and_an_application() {
         "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
         artifacts.display()
     );
-    for shot in ["login.png", "pipeline.png", "entity.png"] {
+    for shot in [
+        "login.png",
+        "pipeline.png",
+        "entity.png",
+        "dlq.png",
+        "dlq-dry-run.png",
+        "dlq-redriven.png",
+    ] {
         assert!(artifacts.join(shot).exists(), "{shot} was saved");
     }
 }

@@ -3,11 +3,13 @@
 //! The runners (projector, relay, deliveries, reminders) and the API only see these traits, so
 //! the same pipeline runs on the embedded SQLite adapters and on Kafka and MongoDB.
 
+pub mod audit;
 pub mod bus;
 pub mod clock;
 pub mod codec;
 pub mod credentials;
 pub mod generations;
+pub mod dead_letters;
 pub mod health;
 pub mod mailer;
 pub mod reminders;
@@ -15,6 +17,7 @@ pub mod store;
 pub mod target;
 pub mod topics;
 
+pub use audit::{AuditLog, RedriveAudit, RedriveStatus};
 pub use bus::{
     BusError, CommitPosition, EventBus, Header, InboundMessage, OutboundMessage, Publisher,
     Retention, StartFrom, Subscription, SubscriptionSpec, TopicSpec,
@@ -22,6 +25,10 @@ pub use bus::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::{ApiKeyRecord, CredentialStore, KeyCreation};
 pub use generations::{Generations, ShadowBuild, SwitchError, SWITCH_LEASE};
+pub use dead_letters::{
+    DeadLetterError, DeadLetterFilter, DeadLetters, DlqName, RedriveOutcome, RedriveReport,
+    RedriveRequest, RedriveSelection,
+};
 pub use health::HealthRegistry;
 pub use store::{
     ApplyOutcome, Change, EntityQuery, EntityRecord, IdempotencyRecord, Lease, Reservation, Store,

@@ -13,12 +13,14 @@
 //! - `leads`: the lead producer and the lead integration service.
 //! - `reminders`: broker signature reminders (state from events, durable timers, email).
 //! - `redrive_plan`: which dead letters a redrive moves, which stay parked, and why.
+//! - `dlq`: list, inspect and redrive dead letters, each redrive audited (CLI and admin API).
 
 pub mod backlog;
 pub mod backoff;
 pub mod consumer;
 pub mod dead_letter;
 pub mod deliveries;
+pub mod dlq;
 pub mod fence;
 pub mod leads;
 pub mod projector;

@@ -86,36 +86,28 @@ pub fn entries(messages: Vec<InboundMessage>) -> Vec<Entry> {
         .collect()
 }
 
-/// Which dead letters an operator means; every field set must match.
-#[derive(Clone, Debug, Default)]
-pub struct Filter {
-    pub reason: Option<String>,
-    /// The message key: the entity (application, quote) the message is about.
-    pub entity_id: Option<String>,
-    pub failed_since: Option<DateTime<Utc>>,
-    pub failed_until: Option<DateTime<Utc>>,
-}
+pub use enrollstream_ports::DeadLetterFilter as Filter;
 
-impl Filter {
-    pub fn matches(&self, m: &InboundMessage) -> bool {
-        let failed_at = m
-            .header(dead_letter::FAILED_AT)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc));
-        let within = |bound: Option<DateTime<Utc>>,
-                      inside: fn(&DateTime<Utc>, &DateTime<Utc>) -> bool| {
-            bound.is_none_or(|b| failed_at.is_some_and(|t| inside(&t, &b)))
-        };
-        self.reason
+/// Whether `filter` picks `m`: every field set must match.
+pub fn matches(filter: &Filter, m: &InboundMessage) -> bool {
+    let failed_at = m
+        .header(dead_letter::FAILED_AT)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let within = |bound: Option<DateTime<Utc>>,
+                  inside: fn(&DateTime<Utc>, &DateTime<Utc>) -> bool| {
+        bound.is_none_or(|b| failed_at.is_some_and(|t| inside(&t, &b)))
+    };
+    filter
+        .reason
+        .as_deref()
+        .is_none_or(|r| m.header(dead_letter::REASON) == Some(r))
+        && filter
+            .entity_id
             .as_deref()
-            .is_none_or(|r| m.header(dead_letter::REASON) == Some(r))
-            && self
-                .entity_id
-                .as_deref()
-                .is_none_or(|e| m.key.as_deref() == Some(e))
-            && within(self.failed_since, |t, b| t >= b)
-            && within(self.failed_until, |t, b| t < b)
-    }
+            .is_none_or(|e| m.key.as_deref() == Some(e))
+        && within(filter.failed_since, |t, b| t >= b)
+        && within(filter.failed_until, |t, b| t < b)
 }
 
 /// What a redrive does with one dead letter.
@@ -250,29 +242,29 @@ mod tests {
     #[test]
     fn filters_match_every_field_set() {
         let m = dead(0, 0);
-        assert!(Filter::default().matches(&m));
+        assert!(matches(&Filter::default(), &m));
         let reason = |r: &str| Filter {
             reason: Some(r.into()),
             ..Filter::default()
         };
-        assert!(reason("invalid_transition").matches(&m));
-        assert!(!reason("invalid_event").matches(&m));
+        assert!(matches(&reason("invalid_transition"), &m));
+        assert!(!matches(&reason("invalid_event"), &m));
         let entity = |e: &str| Filter {
             entity_id: Some(e.into()),
             ..Filter::default()
         };
-        assert!(entity("A-1").matches(&m));
-        assert!(!entity("A-2").matches(&m));
+        assert!(matches(&entity("A-1"), &m));
+        assert!(!matches(&entity("A-2"), &m));
         let since = |t: &str| Filter {
             failed_since: Some(t.parse().unwrap()),
             ..Filter::default()
         };
-        assert!(since("2000-01-01T00:00:00Z").matches(&m));
-        assert!(!since("2999-01-01T00:00:00Z").matches(&m));
+        assert!(matches(&since("2000-01-01T00:00:00Z"), &m));
+        assert!(!matches(&since("2999-01-01T00:00:00Z"), &m));
         let until = Filter {
             failed_until: Some("2000-01-01T00:00:00Z".parse().unwrap()),
             ..Filter::default()
         };
-        assert!(!until.matches(&m));
+        assert!(!matches(&until, &m));
     }
 }

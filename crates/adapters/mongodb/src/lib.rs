@@ -21,6 +21,7 @@
 
 pub mod api_keys;
 mod apply;
+pub mod audit;
 mod codec;
 mod db;
 mod entry;
@@ -36,6 +37,7 @@ mod store;
 
 pub use api_keys::MongoCredentialStore;
 pub use entry::entry_document;
+pub use audit::MongoAuditLog;
 pub use monitor::CommandStats;
 pub use reminders::MongoReminderStore;
 pub use store::{MongoSettings, MongoStore};

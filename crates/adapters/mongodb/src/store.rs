@@ -141,6 +141,11 @@ impl MongoStore {
         crate::MongoCredentialStore::on(self.db.database.clone(), self.settings.clone()).await
     }
 
+    /// The audit of redrives on this store's client and database.
+    pub async fn audit_log(&self) -> Result<crate::MongoAuditLog, StoreError> {
+        crate::MongoAuditLog::on(self.db.database.clone(), self.settings.clone()).await
+    }
+
     /// What each kind of command cost since the store opened or since the last call, when
     /// [`MongoSettings::count_commands`] is on (empty otherwise). Covers the reminder store
     /// opened from this one too.

@@ -8,11 +8,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrollstream_ports::{ApiKeyRecord, CredentialStore, KeyCreation, StoreError};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::OptionalExtension;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use crate::sqlite::{self, blocking, parse_json, parse_time, time, Result};
+use crate::sqlite::{self, parse_json, parse_time, time, Result, SingleFile};
 
 pub const FILE_NAME: &str = "credentials.db";
 
@@ -31,28 +30,15 @@ const MIGRATIONS: &[&str] = &[r#"
 const COLUMNS: &str = "name, hash, scopes, created_at, last_used_at, revoked_at";
 
 pub struct SqliteCredentialStore {
-    conn: Arc<Mutex<Connection>>,
+    file: SingleFile,
 }
 
 impl SqliteCredentialStore {
     /// Open (or create) `data_dir/credentials.db` and bring its schema up to date.
     pub fn open(data_dir: &Path) -> std::result::Result<Self, StoreError> {
-        sqlite::create_data_dir(data_dir)?;
-        let conn = sqlite::open_writer(&data_dir.join(FILE_NAME), MIGRATIONS)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            file: SingleFile::open(data_dir, FILE_NAME, MIGRATIONS, "credential store")?,
         })
-    }
-
-    async fn with<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> std::result::Result<T, StoreError> {
-        let conn = self.conn.clone();
-        blocking("credential store", move || {
-            op(&conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
-        })
-        .await
     }
 }
 
@@ -88,24 +74,25 @@ impl CredentialStore for SqliteCredentialStore {
         record: &ApiKeyRecord,
     ) -> std::result::Result<KeyCreation, StoreError> {
         let r = record.clone();
-        self.with(move |conn| {
-            let inserted = conn.execute(
-                "INSERT INTO api_keys (name, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4)
+        self.file
+            .with(move |conn| {
+                let inserted = conn.execute(
+                    "INSERT INTO api_keys (name, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT DO NOTHING",
-                (
-                    &r.name,
-                    &r.hash,
-                    sqlite::json("scopes", &r.scopes)?,
-                    time(r.created_at),
-                ),
-            )?;
-            Ok(if inserted == 1 {
-                KeyCreation::Created
-            } else {
-                KeyCreation::NameTaken
+                    (
+                        &r.name,
+                        &r.hash,
+                        sqlite::json("scopes", &r.scopes)?,
+                        time(r.created_at),
+                    ),
+                )?;
+                Ok(if inserted == 1 {
+                    KeyCreation::Created
+                } else {
+                    KeyCreation::NameTaken
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn api_key_by_hash(
@@ -113,24 +100,26 @@ impl CredentialStore for SqliteCredentialStore {
         hash: &str,
     ) -> std::result::Result<Option<ApiKeyRecord>, StoreError> {
         let hash = hash.to_string();
-        self.with(move |conn| {
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE hash = ?1"))?
-                .query_row([hash], read)
-                .optional()?
-                .map(decode)
-                .transpose()
-        })
-        .await
+        self.file
+            .with(move |conn| {
+                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE hash = ?1"))?
+                    .query_row([hash], read)
+                    .optional()?
+                    .map(decode)
+                    .transpose()
+            })
+            .await
     }
 
     async fn api_keys(&self) -> std::result::Result<Vec<ApiKeyRecord>, StoreError> {
-        self.with(|conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY name"))?;
-            let rows = stmt.query_map([], read)?;
-            rows.map(|row| decode(row?)).collect()
-        })
-        .await
+        self.file
+            .with(|conn| {
+                let mut stmt =
+                    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY name"))?;
+                let rows = stmt.query_map([], read)?;
+                rows.map(|row| decode(row?)).collect()
+            })
+            .await
     }
 
     async fn revoke_api_key(
@@ -139,14 +128,15 @@ impl CredentialStore for SqliteCredentialStore {
         at: DateTime<Utc>,
     ) -> std::result::Result<bool, StoreError> {
         let name = name.to_string();
-        self.with(move |conn| {
-            let revoked = conn.execute(
-                "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-                (name, time(at)),
-            )?;
-            Ok(revoked == 1)
-        })
-        .await
+        self.file
+            .with(move |conn| {
+                let revoked = conn.execute(
+                    "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                    (name, time(at)),
+                )?;
+                Ok(revoked == 1)
+            })
+            .await
     }
 
     async fn touch_api_key(
@@ -156,14 +146,15 @@ impl CredentialStore for SqliteCredentialStore {
     ) -> std::result::Result<(), StoreError> {
         let name = name.to_string();
         // Fixed-width times compare as text; a late touch never moves the time back.
-        self.with(move |conn| {
-            conn.execute(
-                "UPDATE api_keys SET last_used_at = ?2
+        self.file
+            .with(move |conn| {
+                conn.execute(
+                    "UPDATE api_keys SET last_used_at = ?2
                  WHERE name = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
-                (name, time(at)),
-            )?;
-            Ok(())
-        })
-        .await
+                    (name, time(at)),
+                )?;
+                Ok(())
+            })
+            .await
     }
 }

@@ -10,6 +10,7 @@ mod text;
 pub(crate) use checkpoint::Checkpointer;
 pub(crate) use connection::{
     check, immediate, open_durable, open_reader, open_writer, relaxed, set_durability, Durability,
+    SingleFile,
 };
 pub(crate) use failure::{blocking, create_data_dir, Failure, Result};
 pub(crate) use text::{json, parse_json, parse_time, time};

@@ -19,7 +19,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      form-action 'none'; frame-ancestors 'none'";
 
 /// (name, content type, body): the whole dashboard.
-const ASSETS: [(&str, &str, &str); 6] = [
+const ASSETS: [(&str, &str, &str); 7] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -49,6 +49,11 @@ const ASSETS: [(&str, &str, &str); 6] = [
         "entity.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/entity.js"),
+    ),
+    (
+        "dlq.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/dlq.js"),
     ),
 ];
 

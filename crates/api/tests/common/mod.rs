@@ -94,6 +94,7 @@ impl App {
             metrics,
             config: Arc::new(config.clone()),
             reminders: None,
+            dead_letters: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

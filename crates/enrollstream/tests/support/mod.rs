@@ -184,6 +184,17 @@ impl TestApp {
             .expect("request reaches the API")
     }
 
+    /// One upstream CloudEvent (structured mode) to `/v1/events`.
+    pub async fn post_cloudevent(&self, event: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/events"))
+            .header("content-type", "application/cloudevents+json")
+            .json(event)
+            .send()
+            .await
+            .expect("request reaches the API")
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self
             .client

@@ -1,5 +1,5 @@
 // Drives the dashboard at /ui in headless chromium, as an operator would: a refused key, the
-// admin key, the pipeline view, one application's timeline, sign-out. Run by tests/ui.rs, which
+// admin key, the pipeline view, one application's timeline, the dead-letter browser, sign-out. Run by tests/ui.rs, which
 // passes what the page must show; any failed check or browser error exits non-zero.
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";
@@ -91,6 +91,40 @@ try {
       assert.equal(await rows.nth(i).locator("td").nth(2).textContent(), type);
     }
     await page.screenshot({ path: `${artifacts}/entity.png`, fullPage: true });
+  });
+
+  await step("the dead-letter browser lists, inspects, dry-runs, then redrives", async () => {
+    await page.click("#nav-dlq");
+    await page.locator("#dlq").waitFor({ state: "visible" });
+    await page.fill("#dlq-topic", expected.dlq_topic);
+    await page.click("#dlq-list");
+    const rows = page.locator("#dlq-table tbody tr");
+    await rows.first().waitFor();
+    assert.equal(await rows.count(), 1);
+    const letter = rows.first();
+    assert.equal(await letter.locator("td").nth(1).textContent(), "invalid_transition");
+    assert.equal(await letter.locator("td").nth(4).textContent(), expected.dead_letter_entity);
+    assert.equal(await letter.locator("td").nth(5).textContent(), "no");
+    assert.equal(await page.isDisabled("#dlq-redrive"), true, "no real redrive before a dry run");
+    await letter.locator("button", { hasText: "Inspect" }).click();
+    await page.locator("#dlq-detail-box").waitFor({ state: "visible" });
+    const detail = JSON.parse(await page.textContent("#dlq-detail"));
+    assert.equal(detail.payload.signed_by, "Jane");
+    assert.equal(detail.consumer_group, "read-model-service");
+    await page.screenshot({ path: `${artifacts}/dlq.png`, fullPage: true });
+
+    await page.click("#dlq-dry-run");
+    await page.locator('#dlq-outcomes tbody tr[data-action="would_move"]').waitFor();
+    assert.match(await page.textContent("#dlq-summary"), /Dry run: 1 would move, 0 skipped/);
+    await page.screenshot({ path: `${artifacts}/dlq-dry-run.png`, fullPage: true });
+    await page.locator("#dlq-redrive:not([disabled])").click();
+    await page.locator('#dlq-outcomes tbody tr[data-action="moved"]').waitFor();
+    assert.match(await page.textContent("#dlq-summary"), /Redrive: 1 moved, 0 skipped/);
+    assert.equal(await page.isDisabled("#dlq-redrive"), true, "a redrive is not repeated by a second click");
+    await page.screenshot({ path: `${artifacts}/dlq-redriven.png`, fullPage: true });
+
+    await page.click("#dlq-list");
+    await page.locator("#dlq-table tbody tr td:nth-child(6)", { hasText: "yes" }).waitFor();
   });
 
   await step("an unknown id says so", async () => {

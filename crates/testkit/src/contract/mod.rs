@@ -2,6 +2,7 @@
 //! function so that an adapter's test file runs each case as its own test (and a slow adapter,
 //! such as Kafka with its group joins, runs them in parallel).
 
+pub mod audit;
 pub mod bus;
 pub mod credentials;
 pub mod generations;
@@ -61,6 +62,18 @@ macro_rules! credential_contract_tests {
             revoke_once_and_keep_the_record,
             list_by_name,
             last_use_only_moves_forward,
+        );
+    };
+}
+
+/// The same for the audit of redrives (`AuditLog`).
+#[macro_export]
+macro_rules! audit_contract_tests {
+    ($store:ident, $pat:pat = $init:expr) => {
+        $crate::contract_tests!(audit, $store, $pat = $init;
+            a_redrive_reads_back_as_recorded,
+            the_end_replaces_the_start,
+            newest_first_and_bounded,
         );
     };
 }

@@ -113,3 +113,38 @@ fn migrate(conn: &Connection, path: &Path, migrations: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A file of its own with one writer connection (`credentials.db`, `audit.db`): every
+/// operation is one statement, run off the async threads.
+pub(crate) struct SingleFile {
+    conn: std::sync::Arc<std::sync::Mutex<Connection>>,
+    what: &'static str,
+}
+
+impl SingleFile {
+    /// Open (or create) `data_dir/file` and bring its schema up to date.
+    pub(crate) fn open(
+        data_dir: &Path,
+        file: &str,
+        migrations: &[&str],
+        what: &'static str,
+    ) -> std::result::Result<Self, enrollstream_ports::StoreError> {
+        super::create_data_dir(data_dir)?;
+        let conn = open_writer(&data_dir.join(file), migrations)?;
+        Ok(Self {
+            conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
+            what,
+        })
+    }
+
+    pub(crate) async fn with<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> std::result::Result<T, enrollstream_ports::StoreError> {
+        let conn = self.conn.clone();
+        super::blocking(self.what, move || {
+            op(&conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        })
+        .await
+    }
+}

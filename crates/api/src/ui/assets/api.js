@@ -17,11 +17,16 @@ export function forget() {
 }
 
 // Every data call: the key as bearer; a 401 or 403 ends the session so the login form shows.
-export async function call(path, { accept = "application/json" } = {}) {
+// A `body` is sent as JSON with POST.
+export async function call(path, { accept = "application/json", body } = {}) {
   const secret = key();
   if (!secret) throw new Unauthorized("not signed in");
+  const headers = { Authorization: `Bearer ${secret}`, Accept: accept };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
-    headers: { Authorization: `Bearer ${secret}`, Accept: accept },
+    method: body === undefined ? "GET" : "POST",
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
     cache: "no-store",
     credentials: "omit",
   });

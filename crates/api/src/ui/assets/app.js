@@ -1,12 +1,13 @@
 import { call, forget, key, remember } from "/ui/api.js";
 import * as metrics from "/ui/metrics.js";
 import * as entity from "/ui/entity.js";
+import * as dlq from "/ui/dlq.js";
 
-const views = { metrics, entity };
+const views = { metrics, entity, dlq };
 const $ = (id) => document.getElementById(id);
 
 function show(section) {
-  for (const id of ["login", "metrics", "entity"]) $(id).hidden = id !== section;
+  for (const id of ["login", "metrics", "entity", "dlq"]) $(id).hidden = id !== section;
   $("nav").hidden = section === "login";
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("active", link.id === `nav-${section}`);
