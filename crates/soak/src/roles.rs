@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 
 /// Bound on a start: the build and the other processes share two cores.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -151,16 +151,4 @@ fn die_with_parent(command: &mut Command) {
             Ok(())
         });
     }
-}
-
-/// The config file every process reads: no rate limit (the soak drives load through one
-/// caller), no authentication (127.0.0.1 only; the auth has tests of its own).
-pub fn write_config(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("soak.toml");
-    std::fs::write(
-        &path,
-        "[api]\nauth = \"off\"\n\n[api.limits]\nrate_per_second = 0\n",
-    )
-    .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-    Ok(path)
 }
