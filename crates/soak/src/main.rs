@@ -291,6 +291,10 @@ async fn main() -> anyhow::Result<()> {
         drained.took,
         started.elapsed()
     );
+    println!(
+        "RSS growth of the test bed's servers (not judged): {}",
+        rss::peer_growth(&sampler)
+    );
     for (name, kib) in sampler.peaks() {
         println!("peak RSS {name:<14} {:>8.1} MiB", kib as f64 / 1024.0);
     }
