@@ -96,7 +96,9 @@ impl RoleProcess {
             .arg("--config")
             .arg(&l.config)
             .args(["--kafka-brokers", &l.kafka, "--mongodb-uri", &l.mongodb])
-            .env("RUST_LOG", "warn")
+            // The runners' info lines (retries, rebalances, fenced commits, reminders sent) are what
+            // a failed run is diagnosed from.
+            .env("RUST_LOG", "warn,enrollstream_runners=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
