@@ -65,3 +65,14 @@ impl Fleet {
         sampler.sample("smtp", 0, smtp.pid());
     }
 }
+
+/// Lines of every process log under `root` that contain `text`, summed.
+pub fn log_lines_with(root: &std::path::Path, text: &str) -> usize {
+    let Ok(dirs) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    dirs.filter_map(Result::ok)
+        .filter_map(|d| std::fs::read_to_string(d.path().join("enrollstream.log")).ok())
+        .map(|log| log.lines().filter(|l| l.contains(text)).count())
+        .sum()
+}

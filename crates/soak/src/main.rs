@@ -267,6 +267,13 @@ async fn main() -> anyhow::Result<()> {
         model.unacknowledged_in_log,
         fleet.own_exits
     );
+    // A commit answered "fenced" is taken as done by the runners: counted, because a fenced
+    // commit on a partition the member kept is the suspect of a lag that never goes back to
+    // zero (docs/reliability.md).
+    println!(
+        "commits fenced by a rebalance (process logs): {}",
+        fleet::log_lines_with(root.path(), "commit fenced after a rebalance")
+    );
     let calls: Vec<String> = targets
         .requests()
         .iter()
