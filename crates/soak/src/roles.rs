@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 
 /// Bound on a start: the build and the other processes share two cores.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -96,7 +96,9 @@ impl RoleProcess {
             .arg("--config")
             .arg(&l.config)
             .args(["--kafka-brokers", &l.kafka, "--mongodb-uri", &l.mongodb])
-            .env("RUST_LOG", "warn")
+            // The runners' info lines (retries, rebalances, fenced commits, reminders sent) are what
+            // a failed run is diagnosed from.
+            .env("RUST_LOG", "warn,enrollstream_runners=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -151,16 +153,4 @@ fn die_with_parent(command: &mut Command) {
             Ok(())
         });
     }
-}
-
-/// The config file every process reads: no rate limit (the soak drives load through one
-/// caller), no authentication (127.0.0.1 only; the auth has tests of its own).
-pub fn write_config(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("soak.toml");
-    std::fs::write(
-        &path,
-        "[api]\nauth = \"off\"\n\n[api.limits]\nrate_per_second = 0\n",
-    )
-    .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-    Ok(path)
 }

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::accounting::Check;
+
 /// Resident set size of `pid` in KiB (`VmRSS` of /proc/PID/status); None once it is gone.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -58,6 +60,55 @@ pub fn growth(samples: &[u64]) -> Option<f64> {
     let middle = mean(&samples[third..2 * third]);
     let last = mean(&samples[2 * third..]);
     Some(last / middle)
+}
+
+/// The test bed's own servers: sampled and shown, not judged. They are not the code under test,
+/// and FerretDB's SQLite caches grow with the data the run writes (1.3 to 1.4 over a short run).
+pub const PEERS: [&str; 3] = ["kafka", "ferretdb", "smtp"];
+
+/// No lifetime of an enrollstream process whose memory grew by more than half from its middle
+/// to its last third; lifetimes too short to judge are counted, not judged.
+pub fn checks(sampler: &Sampler) -> Vec<Check> {
+    const LIMIT: f64 = 1.5;
+    let mut judged = 0;
+    let mut worst: (f64, String) = (0.0, String::new());
+    for ((name, start), series) in &sampler.series {
+        let Some(g) = growth(&series.samples) else {
+            continue;
+        };
+        if PEERS.contains(&name.as_str()) {
+            continue;
+        }
+        judged += 1;
+        if g > worst.0 {
+            worst = (g, format!("{name}#{start}"));
+        }
+    }
+    vec![
+        Check::new(
+            "process lifetimes long enough to judge RSS",
+            "> 0",
+            judged,
+            judged > 0,
+        ),
+        Check::new(
+            &format!("worst RSS growth, last/middle third ({})", worst.1),
+            format!("<= {LIMIT}"),
+            format!("{:.2}", worst.0),
+            worst.0 <= LIMIT,
+        ),
+    ]
+}
+
+/// The growth of the test bed's servers' lifetimes, for the figures.
+pub fn peer_growth(sampler: &Sampler) -> String {
+    let mut peers = Vec::new();
+    for ((name, _), series) in &sampler.series {
+        if let (true, Some(g)) = (PEERS.contains(&name.as_str()), growth(&series.samples)) {
+            peers.push(format!("{name} {g:.2}"));
+        }
+    }
+    peers.join(", ")
 }
 
 #[cfg(test)]

@@ -52,13 +52,14 @@ impl Fault {
 }
 
 /// A rule: requests whose path and body contain the given texts get `fault`, `times` times
-/// (forever when `None`).
+/// (forever when `None`), each with `probability` (always when `None`).
 #[derive(Clone, Debug)]
 pub struct FaultRule {
     pub path_contains: Option<String>,
     pub body_contains: Option<String>,
     pub fault: Fault,
     pub times: Option<usize>,
+    pub probability: Option<f64>,
 }
 
 impl FaultRule {
@@ -69,6 +70,7 @@ impl FaultRule {
             body_contains: None,
             fault,
             times: Some(times),
+            probability: None,
         }
     }
 
@@ -79,6 +81,16 @@ impl FaultRule {
             body_contains: None,
             fault,
             times: None,
+            probability: None,
+        }
+    }
+
+    /// A random share of the requests (`probability` of each, 0 to 1), until the faults are
+    /// cleared: a flaky target rather than a scripted one (the soak).
+    pub fn randomly(probability: f64, fault: Fault) -> Self {
+        Self {
+            probability: Some(probability),
+            ..Self::always(fault)
         }
     }
 
@@ -89,6 +101,7 @@ impl FaultRule {
             body_contains: Some(text.to_string()),
             fault,
             times: None,
+            probability: None,
         }
     }
 
@@ -116,6 +129,9 @@ impl FaultRule {
                 .body_contains
                 .as_deref()
                 .is_none_or(|b| request.body_text().contains(b))
+            && self
+                .probability
+                .is_none_or(|p| rand::random_bool(p.clamp(0.0, 1.0)))
     }
 }
 

@@ -65,6 +65,11 @@ impl Smtp {
         self.process.addr()
     }
 
+    /// The server's process id while it runs (the soak samples its memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// The maildir; each received mail is one file in its `new/`.
     pub fn maildir(&self) -> &Path {
         &self.maildir
