@@ -8,8 +8,8 @@ pub mod bus;
 pub mod clock;
 pub mod codec;
 pub mod credentials;
-pub mod generations;
 pub mod dead_letters;
+pub mod generations;
 pub mod health;
 pub mod mailer;
 pub mod reminders;
@@ -24,11 +24,11 @@ pub use bus::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::{ApiKeyRecord, CredentialStore, KeyCreation};
-pub use generations::{Generations, ShadowBuild, SwitchError, SWITCH_LEASE};
 pub use dead_letters::{
     DeadLetterError, DeadLetterFilter, DeadLetters, DlqName, RedriveOutcome, RedriveReport,
     RedriveRequest, RedriveSelection,
 };
+pub use generations::{Generations, ShadowBuild, SwitchError, SWITCH_LEASE};
 pub use health::HealthRegistry;
 pub use store::{
     ApplyOutcome, Change, EntityQuery, EntityRecord, IdempotencyRecord, Lease, Reservation, Store,

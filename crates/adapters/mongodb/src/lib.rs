@@ -36,8 +36,8 @@ pub mod reminders;
 mod store;
 
 pub use api_keys::MongoCredentialStore;
-pub use entry::entry_document;
 pub use audit::MongoAuditLog;
+pub use entry::entry_document;
 pub use monitor::CommandStats;
 pub use reminders::MongoReminderStore;
 pub use store::{MongoSettings, MongoStore};
