@@ -10,7 +10,7 @@ use enrollstream_ports::{
     BusError, CommitPosition, EventBus, HealthRegistry, InboundMessage, StartFrom, Subscription,
     SubscriptionSpec,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::dead_letter::{dead_letter_message, publish_dead_letters, DeadLetter};
+
+/// How often a commit answered Fenced is tried again for the partitions still assigned.
+const MAX_FENCED_RECOMMITS: u32 = 5;
 
 /// What became of one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -333,14 +336,36 @@ impl Steps {
         }
         let group = &self.settings.group;
         let started = Instant::now();
+        // What is left to commit after a fenced answer: the positions still ours.
+        let mut kept: Option<Vec<CommitPosition>> = None;
+        let mut fenced = 0;
         loop {
-            match sub.commit(positions).await {
+            match sub.commit(kept.as_deref().unwrap_or(positions)).await {
                 Ok(()) => break,
                 Err(BusError::Fenced(why)) => {
-                    // The partition moved to another member, which re-reads from the last commit;
-                    // our effects are fenced, so its redo is a no-op.
-                    tracing::info!(group = %group, %why, "commit fenced after a rebalance");
-                    break;
+                    // A partition that moved is re-read by its new owner from the last commit,
+                    // and our effects are fenced, so its redo is a no-op. But a rebalance in
+                    // progress answers Fenced too, and under cooperative rebalancing the member
+                    // usually keeps its partitions: dropping that commit would leave the last
+                    // offset of a quiet partition uncommitted (lag 1 until its next message). So
+                    // the positions of partitions still assigned are committed again, a few times.
+                    let held: HashSet<(String, i32)> = sub.assignment().into_iter().collect();
+                    let still: Vec<CommitPosition> = kept
+                        .as_deref()
+                        .unwrap_or(positions)
+                        .iter()
+                        .filter(|p| held.contains(&(p.topic.clone(), p.partition)))
+                        .cloned()
+                        .collect();
+                    fenced += 1;
+                    tracing::info!(group = %group, %why, still_assigned = still.len(), attempt = fenced, "commit fenced after a rebalance");
+                    if still.is_empty() || fenced > MAX_FENCED_RECOMMITS {
+                        break;
+                    }
+                    kept = Some(still);
+                    if !self.pause(backoff).await {
+                        return false;
+                    }
                 }
                 Err(e) => {
                     self.failing(&self.bus_failing, format!("commit failed: {e}"));

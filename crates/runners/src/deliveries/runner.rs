@@ -342,9 +342,12 @@ impl Runner {
                 self.recovered();
             }
             Err(BusError::Fenced(why)) => {
-                // The partitions moved; their new owner redelivers from the last commit.
-                tracing::info!(component = %self.component, %why, "commit fenced after a rebalance");
-                self.watermarks.committed(&positions);
+                // Partitions that moved are dropped by `drop_revoked`, and their new owner
+                // redelivers from the last commit. A rebalance in progress answers Fenced too,
+                // and under cooperative rebalancing this member may keep the partition: its
+                // positions stay uncommitted and go again at the next interval (marking them
+                // committed left a quiet partition's last offset behind for good: lag 1).
+                tracing::info!(component = %self.component, %why, "commit fenced after a rebalance; the partitions still held commit again");
             }
             Err(e) => {
                 tracing::warn!(component = %self.component, error = %e, "commit failed; retrying");
