@@ -29,10 +29,44 @@ fn engines(kafka: &Kafka, mongo: &Mongo) -> Vec<String> {
     ]
 }
 
-fn spawn(dir: &std::path::Path, roles: &[&str], engines: &[String]) -> TestApp {
+/// Each process logs at info into a file of its own under `logs` (a restarted projector gets a
+/// new one), so that a failure can show what every process said.
+fn spawn(
+    dir: &std::path::Path,
+    roles: &[&str],
+    engines: &[String],
+    logs: &std::path::Path,
+    name: &str,
+) -> TestApp {
     let mut args: Vec<&str> = roles.iter().flat_map(|r| ["--role", r]).collect();
     args.extend(engines.iter().map(String::as_str));
-    TestApp::spawn(dir, &args)
+    TestApp::spawn_to_log(dir, &args, &logs.join(format!("{name}.log")), "info")
+}
+
+/// What to look at when the read model stays short: the missing events, the lines that name
+/// them, and the end of every process's log.
+fn report(logs: &std::path::Path, missing: &[String]) -> String {
+    let mut out = format!("missing from the read model: {missing:?}\n");
+    let mut files: Vec<_> = std::fs::read_dir(logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out += &format!("--- {} ({} lines)\n", file.display(), lines.len());
+        for line in lines
+            .iter()
+            .filter(|l| missing.iter().any(|m| l.contains(m.as_str())))
+        {
+            out += &format!("[names a missing event] {line}\n");
+        }
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            out += &format!("{line}\n");
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -43,12 +77,26 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
         .expect("the MongoDB-protocol server starts (bash scripts/testbed/install.sh installs it)");
     let engines = engines(&kafka, &mongo);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let logs = tempfile::tempdir().unwrap();
+    let logs = logs.path();
 
-    let front = spawn(dirs[0].path(), &["api", "relay"], &engines);
+    let front = spawn(dirs[0].path(), &["api", "relay"], &engines, logs, "front");
     // Projector processes serve only probes and metrics; the test waits for their listen line.
     let mut projectors = [
-        spawn(dirs[1].path(), &["projector"], &engines),
-        spawn(dirs[2].path(), &["projector"], &engines),
+        spawn(
+            dirs[1].path(),
+            &["projector"],
+            &engines,
+            logs,
+            "projector-0-0",
+        ),
+        spawn(
+            dirs[2].path(),
+            &["projector"],
+            &engines,
+            logs,
+            "projector-1-0",
+        ),
     ];
 
     let accepted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -87,7 +135,13 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
         .await;
         let victim = round % 2;
         projectors[victim].kill9();
-        projectors[victim] = spawn(dirs[1 + victim].path(), &["projector"], &engines);
+        projectors[victim] = spawn(
+            dirs[1 + victim].path(),
+            &["projector"],
+            &engines,
+            logs,
+            &format!("projector-{victim}-{}", round + 1),
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {
@@ -107,7 +161,7 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
     // per read on a busy machine; a sample of reads then goes through the API.
     let store = MongoStore::connect(&mongo.uri(), DATABASE).await.unwrap();
     let event_ids: Vec<String> = accepted.iter().map(|(_, event)| event.clone()).collect();
-    drained(
+    let read_model = drained(
         "accepted events into the read model",
         Duration::from_secs(120),
         || async {
@@ -119,6 +173,14 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
         },
     )
     .await;
+    if let Err(stalled) = read_model {
+        let mut missing = Vec::new();
+        for chunk in event_ids.chunks(200) {
+            let applied = store.applied(chunk).await.unwrap();
+            missing.extend(chunk.iter().filter(|id| !applied.contains(*id)).cloned());
+        }
+        panic!("{stalled}\n{}", report(logs, &missing));
+    }
     for (path, event) in accepted.iter().rev().take(10) {
         let (status, body) = front
             .get_json(&format!("{path}?after={event}&wait_ms=10000"))
@@ -129,7 +191,8 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
         let (_, ready) = front.get_json("/readyz").await;
         ready["outbox_backlog"].as_u64()
     })
-    .await;
+    .await
+    .unwrap_or_else(|stalled| panic!("{stalled}\n{}", report(logs, &[])));
 
     // The whole event log in one scan, then the entities in batches: FerretDB answers a filter
     // on entity_id with a scan of the collection, so one query per entity would make this check

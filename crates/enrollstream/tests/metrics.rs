@@ -263,8 +263,10 @@ async fn a_broker_submission_shows_as_a_scheduled_reminder_with_its_due_time() {
         )
         .await;
     assert_eq!(r.status(), 202);
-    let text = metrics_until(&app, "the reminder scheduled", |text| {
+    // The two gauges are sampled one after the other: a scrape may fall between them.
+    let text = metrics_until(&app, "the reminder scheduled, with its due time", |text| {
         series(text, "enrollstream_reminders_scheduled", &[]) == [1.0]
+            && next_due(text).first().is_some_and(|v| !v.is_nan())
     })
     .await;
     let seconds = next_due(&text);

@@ -106,6 +106,23 @@ impl TestApp {
         )
     }
 
+    /// As [`TestApp::spawn`], with the process's log written to `log` at `filter`: for tests
+    /// that print what the processes said when they fail.
+    pub fn spawn_to_log(data_dir: &Path, extra_args: &[&str], log: &Path, filter: &str) -> Self {
+        let name = format!("test-admin-{}", uuid::Uuid::new_v4().simple());
+        let key = create_key(data_dir, extra_args, &name, &["admin"]);
+        Self::spawn_logged(
+            data_dir,
+            extra_args,
+            key,
+            &[
+                ("ENROLLSTREAM_API__LIMITS__RATE_PER_SECOND", "0"),
+                ("RUST_LOG", filter),
+            ],
+            log,
+        )
+    }
+
     /// Start `enrollstream serve` with `envs`, whose `client` sends `key`.
     pub fn spawn_with(
         data_dir: &Path,
@@ -335,10 +352,10 @@ pub async fn read_until(
     all
 }
 
-/// Poll `remaining` until it reaches zero; fail when it has not gone down for `stall`. A bound
-/// on progress, not on the total: on a busy machine a backlog drains slowly but steadily, and a
-/// stuck one (the defect these waits look for) stops moving.
-pub async fn drained<F, Fut>(what: &str, stall: Duration, mut remaining: F)
+/// Poll `remaining` until it reaches zero; an error when it has not gone down for `stall`. A
+/// bound on progress, not on the total: on a busy machine a backlog drains slowly but steadily,
+/// and a stuck one (the defect these waits look for) stops moving.
+pub async fn drained<F, Fut>(what: &str, stall: Duration, mut remaining: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<u64>>,
@@ -347,17 +364,16 @@ where
     let mut moved_at = Instant::now();
     loop {
         match remaining().await {
-            Some(0) => return,
+            Some(0) => return Ok(()),
             Some(left) if left < best => {
                 best = left;
                 moved_at = Instant::now();
             }
             _ => {}
         }
-        assert!(
-            moved_at.elapsed() < stall,
-            "{what}: no progress for {stall:?}, {best} left"
-        );
+        if moved_at.elapsed() >= stall {
+            return Err(format!("{what}: no progress for {stall:?}, {best} left"));
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
