@@ -99,7 +99,7 @@ async fn the_dashboard_shows_the_pipeline_an_application_and_the_dead_letters() 
         "events_published": 2,
         "dlq_topic": "enrollment-events",
         "dead_letter_entity": "A-ui-1",
-        "lag_metrics": ["enrollstream_consumer_lag_messages", "enrollstream_outbox_oldest_age_seconds"],
+        "lag_metrics": ["enrollstream_consumer_lag_messages", "enrollstream_outbox_oldest_age_seconds", "enrollstream_reminders_scheduled", "enrollstream_reminder_next_due_seconds"],
     });
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-artifacts");
     let output = Command::new("node")

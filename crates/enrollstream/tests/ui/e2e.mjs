@@ -75,6 +75,8 @@ try {
     for (const name of expected.lag_metrics) {
       assert.equal(await page.locator(`#lag tr[data-metric="${name}"]`).count() > 0, true, `lag row for ${name}`);
     }
+    // Each target's one state (healthy, retrying, paused, circuit_open) has a column.
+    assert.equal(await page.locator("#targets thead th", { hasText: "State" }).count(), 1, "target state column");
     await page.screenshot({ path: `${artifacts}/pipeline.png`, fullPage: true });
   });
 

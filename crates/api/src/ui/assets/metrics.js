@@ -25,6 +25,8 @@ const LAGS = [
   ["Outbox oldest age (seconds)", "enrollstream_outbox_oldest_age_seconds"],
   ["Dead-letter depth", "enrollstream_dlq_depth"],
   ["Reminders due", "enrollstream_reminders_due_backlog"],
+  ["Reminders scheduled", "enrollstream_reminders_scheduled"],
+  ["Next reminder due in (seconds)", "enrollstream_reminder_next_due_seconds"],
 ];
 
 const CIRCUIT = { 0: "closed", 1: "half-open", 2: "open" };
@@ -52,7 +54,8 @@ const total = (samples, name) => {
 };
 const fmt = (n) => (Number.isInteger(n) ? String(n) : n.toFixed(2));
 const missing = () => el("td", "not reported", "missing");
-const num = (n) => el("td", fmt(n), "num");
+// NaN is how a gauge says "nothing to measure" (no reminder scheduled, say).
+const num = (n) => el("td", Number.isNaN(n) ? "none" : fmt(n), "num");
 const labelText = (labels) =>
   Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(", ") || "—";
 
@@ -87,17 +90,19 @@ function render(samples, at) {
     if (!targets.has(name)) targets.set(name, { outcomes: {} });
     return targets.get(name);
   };
+  for (const s of series(samples, "enrollstream_delivery_target_state")) if (s.value === 1) target(s.labels.target).state = s.labels.state;
   for (const s of series(samples, "enrollstream_delivery_circuit_state")) target(s.labels.target).circuit = CIRCUIT[s.value] ?? fmt(s.value);
   for (const s of series(samples, "enrollstream_delivery_paused")) target(s.labels.target).paused = s.value ? "paused" : "no";
   for (const s of series(samples, "enrollstream_deliveries_in_flight")) target(s.labels.target).inFlight = s.value;
   for (const s of series(samples, "enrollstream_deliveries_total")) target(s.labels.target).outcomes[s.labels.outcome] = s.value;
   const body = $("targets").tBodies[0];
   body.replaceChildren();
-  if (!targets.size) body.append(row([missing(), "", "", "", ""]));
+  if (!targets.size) body.append(row([missing(), "", "", "", "", ""]));
   for (const [name, t] of [...targets].sort(([a], [b]) => a.localeCompare(b))) {
     const outcomes = Object.entries(t.outcomes).map(([o, n]) => `${o}=${fmt(n)}`).join(", ");
     const tr = row([
       name,
+      t.state ?? missing(),
       t.circuit ?? missing(),
       t.paused ?? missing(),
       t.inFlight === undefined ? missing() : num(t.inFlight),
