@@ -2,7 +2,7 @@
 # Installs the Debian packages needed to BUILD the workspace.
 # rdkafka builds its vendored librdkafka 2.12 (Debian's is 2.0.2, years of client fixes older),
 # which needs cmake, a C++ compiler, curl, OpenSSL, SASL and zlib headers. apt runs only when something is missing.
-# Also Debian's chromium, the browser the dashboard's end-to-end test drives (tests/ui.rs):
+# Also Debian's chromium, the browser the dashboard's end-to-end test drives (tests/it/ui.rs):
 # browser test tools cannot download their own browser here.
 set -euo pipefail
 

@@ -1,5 +1,5 @@
 // Drives the dashboard at /ui in headless chromium, as an operator would: a refused key, the
-// admin key, the pipeline view, one application's timeline, the dead-letter browser, sign-out. Run by tests/ui.rs, which
+// admin key, the pipeline view, one application's timeline, the dead-letter browser, sign-out. Run by tests/it/ui.rs, which
 // passes what the page must show; any failed check or browser error exits non-zero.
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";

@@ -1,0 +1,84 @@
+//! Deliveries wired through the real binary: a `[deliveries.logic_apps]` section in the config
+//! file makes the `deliveries` role push every routed notification to a Logic Apps HTTP trigger
+//! (a real HTTP server on 127.0.0.1 playing the workflow), in order per entity, once each, signed;
+//! and the printed configuration never shows the trigger's signature or the signing key.
+
+use crate::support;
+
+use enrollstream_testkit::targets::Fake;
+use serde_json::json;
+use std::time::Duration;
+use support::{eventually, TestApp};
+
+#[tokio::test]
+async fn notifications_reach_logic_apps_once_in_order_and_signed() {
+    let workflow = Fake::logic_apps("trigger-sas-signature", Some("hmac-key-for-tests")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enrollstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[deliveries.logic_apps.target]\nurl = \"{}\"\nsigning_key = \"hmac-key-for-tests\"\n",
+            workflow.trigger_url()
+        ),
+    )
+    .unwrap();
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_enrollstream"))
+        .arg("config")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("logic_apps"), "{printed}");
+    assert!(
+        !printed.contains("trigger-sas-signature") && !printed.contains("hmac-key-for-tests"),
+        "secrets printed: {printed}"
+    );
+
+    let data = dir.path().join("data");
+    let mut app = TestApp::spawn(&data, &["--config", config.to_str().unwrap()]);
+    let r = app.post("/v1/applications", json!({"applicant":{"name":"Jane Doe","email":"jane@example.com"},"product":"dental-basic"})).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["application_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .post(
+            &format!("/v1/applications/{id}/submit"),
+            json!({"submitted_by":"member"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let r = app
+        .post(
+            &format!("/v1/applications/{id}/signature"),
+            json!({"signed_by":"Jane Doe"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+
+    let versions = eventually(
+        "three notifications at the workflow",
+        Duration::from_secs(60),
+        || async {
+            let versions = workflow
+                .versions_by_entity()
+                .get(&id)
+                .cloned()
+                .unwrap_or_default();
+            (versions.len() >= 3).then_some(versions)
+        },
+    )
+    .await;
+    assert_eq!(versions, [1, 2, 3], "in entity order, each once");
+    assert_eq!(workflow.duplicates(), 0);
+    let request = workflow.requests().into_iter().next().expect("a request");
+    assert!(request.header("idempotency-key").is_some());
+    assert!(request
+        .header("x-enrollstream-signature")
+        .is_some_and(|s| s.starts_with("sha256=")));
+    app.stop();
+}
