@@ -2,7 +2,8 @@
 //! its own scratch directory:
 //!
 //! - [`Kafka`]: Apache Kafka 4.1 in KRaft mode (broker and controller in one JVM).
-//! - [`Mongo`]: FerretDB 1.24 (MongoDB wire protocol) on its SQLite backend.
+//! - [`Mongo`]: FerretDB 1.24 (MongoDB wire protocol) on its SQLite backend, or with
+//!   `ENROLLSTREAM_FERRETDB_BACKEND=postgresql` on a PostgreSQL cluster of its own.
 //! - [`Smtp`]: the aiosmtpd SMTP server, storing every mail in a maildir.
 //!
 //! Every instance is fresh, answers on its socket before `start` returns, and dies with its
@@ -38,6 +39,7 @@ mod kafka;
 mod mail;
 mod mongo;
 mod port;
+mod postgres;
 mod process;
 mod scratch;
 mod smtp;
