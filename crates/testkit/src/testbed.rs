@@ -11,7 +11,8 @@
 //! error naming the reason (binary missing, log tail), never a skipped test.
 //! `bash scripts/testbed/install.sh` installs the components; `scripts/testbed/env.sh` exports
 //! `ENROLLSTREAM_KAFKA_HOME`, `ENROLLSTREAM_JAVA`, `ENROLLSTREAM_FERRETDB_BIN` and
-//! `ENROLLSTREAM_PYTHON`, which win over the default cache paths and `PATH`.
+//! `ENROLLSTREAM_PYTHON`, which win over the default cache paths and `PATH`
+//! (`ENROLLSTREAM_POSTGRESQL_BINDIR` too, for `ENROLLSTREAM_FERRETDB_BACKEND=postgresql`).
 //!
 //! The helpers block while a component starts or stops (a few seconds for Kafka's JVM, well
 //! under a second for the others), so they can be called from sync and async tests alike.
