@@ -2,6 +2,8 @@
 #   ENROLLSTREAM_KAFKA_HOME    Apache Kafka's jars (lib/), log config and formatted storage template
 #   ENROLLSTREAM_JAVA          the java (17 or newer) that runs the broker
 #   ENROLLSTREAM_FERRETDB_BIN  FerretDB (MongoDB wire protocol on SQLite)
+#   ENROLLSTREAM_POSTGRESQL_BINDIR  Debian's PostgreSQL programs, for the opt-in
+#                              ENROLLSTREAM_FERRETDB_BACKEND=postgresql (only when installed)
 #   ENROLLSTREAM_PYTHON        the python that has aiosmtpd (SMTP server: python -m aiosmtpd)
 #   ENROLLSTREAM_PLAYWRIGHT    the node_modules holding playwright-core (the dashboard's test)
 #   ENROLLSTREAM_CHROMIUM      the chromium it drives
@@ -25,5 +27,14 @@ if [ -z "${ENROLLSTREAM_PYTHON:-}" ]; then
     ENROLLSTREAM_PYTHON="$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)"
 fi
 export ENROLLSTREAM_PYTHON
+
+if [ -z "${ENROLLSTREAM_POSTGRESQL_BINDIR:-}" ]; then
+    ENROLLSTREAM_POSTGRESQL_BINDIR="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+fi
+if [ -n "$ENROLLSTREAM_POSTGRESQL_BINDIR" ]; then
+    export ENROLLSTREAM_POSTGRESQL_BINDIR
+else
+    unset ENROLLSTREAM_POSTGRESQL_BINDIR
+fi
 
 unset _es_cache

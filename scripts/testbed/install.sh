@@ -7,6 +7,9 @@
 #     class data sharing archive of one broker start (about 10 s, 50 MB) that speeds up each start
 #   - FerretDB 1.24.2 (MongoDB wire protocol on SQLite), built with Go from the module proxy
 #     into .../ferretdb-1.24.2/bin (about 2 minutes on 2 cores)
+#   - only with ENROLLSTREAM_FERRETDB_BACKEND=postgresql (opt-in; SQLite stays the default):
+#     Debian's PostgreSQL with apt, and a cluster template in .../postgresql-template that every
+#     test FerretDB copies for a PostgreSQL of its own (docs/testbed.md, "FerretDB on PostgreSQL")
 #   - aiosmtpd (SMTP server) with pip
 #   - playwright-core (drives Debian's chromium for the dashboard's test) with npm, into
 #     .../playwright-core-VERSION/node_modules; the browser comes from scripts/install-build-deps.sh
@@ -18,11 +21,17 @@ cache="${ENROLLSTREAM_CACHE:-$HOME/.cache/enrollstream}"
 
 fail() { echo "testbed install: $*" >&2; exit 1; }
 
+case "${ENROLLSTREAM_FERRETDB_BACKEND:-sqlite}" in
+    sqlite | postgresql) ;;
+    *) fail "ENROLLSTREAM_FERRETDB_BACKEND=$ENROLLSTREAM_FERRETDB_BACKEND: expected sqlite (the default) or postgresql" ;;
+esac
+
 # Pinned: docs/testbed.md describes these versions. KAFKA_VERSION is also in kafka/pom.xml.
 KAFKA_VERSION=4.1.1
 FERRETDB_VERSION=1.24.2
 AIOSMTPD_VERSION=1.4.6
 PLAYWRIGHT_CORE_VERSION=1.64.1
+FERRETDB_BACKEND="${ENROLLSTREAM_FERRETDB_BACKEND:-sqlite}"
 # Any fixed id works: each test broker is a cluster of its own.
 KAFKA_CLUSTER_ID=ZW5yb2xsc3RyZWFtLXRlcw
 
@@ -192,6 +201,100 @@ install_ferretdb() {
     echo "ferretdb: built $bin"
 }
 
+# Debian's PostgreSQL keeps its programs outside PATH, one directory per major version.
+postgresql_bindir() {
+    if [ -n "${ENROLLSTREAM_POSTGRESQL_BINDIR:-}" ]; then
+        echo "$ENROLLSTREAM_POSTGRESQL_BINDIR"
+        return
+    fi
+    local dir
+    dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    [ -n "$dir" ] && echo "$dir"
+}
+
+# PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres system user.
+as_cluster_owner() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+install_postgresql() {
+    [ "$FERRETDB_BACKEND" = postgresql ] || return 0
+    local bindir
+    bindir="$(postgresql_bindir || true)"
+    if [ -z "$bindir" ] || [ ! -x "$bindir/postgres" ]; then
+        # As scripts/install-build-deps.sh: apt, through sudo when not root.
+        local sudo=()
+        if [ "$(id -u)" -ne 0 ]; then
+            command -v sudo >/dev/null || fail "PostgreSQL is not installed and there is no sudo; as root: apt-get install -y postgresql"
+            sudo=(sudo)
+        fi
+        echo "postgresql: installing Debian's postgresql with apt"
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
+            || fail "apt-get install postgresql failed"
+        bindir="$(postgresql_bindir || true)"
+        [ -n "$bindir" ] && [ -x "$bindir/postgres" ] || fail "postgresql was installed but no postgres binary is in /usr/lib/postgresql/*/bin (set ENROLLSTREAM_POSTGRESQL_BINDIR)"
+    fi
+    if [ "$(id -u)" -eq 0 ]; then
+        id postgres >/dev/null 2>&1 || fail "running as root, but there is no postgres system user to own the test clusters"
+    fi
+    local version
+    # The template's layout is part of its version: a change here rebuilds it.
+    version="$("$bindir/postgres" --version); wal-segsize 1 MB, no postgres database"
+    local home="$cache/postgresql-template"
+    if [ -f "$home/.complete" ] && cmp -s "$here/postgresql/gin_twins.sql" "$home/gin_twins.sql" \
+        && [ "$(cat "$home/version")" = "$version" ]; then
+        echo "postgresql: template present at $home ($version)"
+        return
+    fi
+    rm -rf "$home"
+    mkdir -p "$home"
+    # Built where the postgres user can reach it (as root, the cache is in root's home), then moved.
+    local build
+    build="$(mktemp -d)"
+    chmod 711 "$build"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$build"
+    # Settings FerretDB checks at connect time: UTF8 and a C locale.
+    # Every test copies the template: 1 MB WAL segments instead of 16 and no `postgres`
+    # database keep the copy at about a third of the default 46 MB.
+    if ! as_cluster_owner "$bindir/initdb" -D "$build/data" -U postgres --auth=trust --no-sync \
+        -E UTF8 --locale=C.UTF-8 --wal-segsize=1 >"$home/initdb.log" 2>&1; then
+        tail -n 40 "$home/initdb.log" >&2
+        rm -rf "$build"
+        fail "initdb failed (last lines above)"
+    fi
+    # Started once, without TCP, to install the index trigger and create FerretDB's database.
+    if ! as_cluster_owner "$bindir/pg_ctl" -D "$build/data" -l "$build/template.log" -w -t 60 \
+        -o "-c listen_addresses= -c unix_socket_directories=$build" start >/dev/null; then
+        tail -n 40 "$build/template.log" >&2
+        rm -rf "$build"
+        fail "the template cluster did not start (last lines above)"
+    fi
+    local ok=1
+    as_cluster_owner "$bindir/psql" -h "$build" -U postgres -d template1 -q -v ON_ERROR_STOP=1 \
+        -f - <"$here/postgresql/gin_twins.sql" >"$home/psql.log" 2>&1 \
+        && as_cluster_owner "$bindir/psql" -h "$build" -U postgres -d template1 -q -v ON_ERROR_STOP=1 \
+            -c "CREATE DATABASE ferretdb" -c "DROP DATABASE postgres" -c "CHECKPOINT" >>"$home/psql.log" 2>&1 \
+        || ok=0
+    as_cluster_owner "$bindir/pg_ctl" -D "$build/data" -m fast -w stop >/dev/null || ok=0
+    if [ "$ok" -ne 1 ]; then
+        cat "$home/psql.log" >&2
+        rm -rf "$build"
+        fail "preparing the template cluster failed (see above)"
+    fi
+    rm -f "$build/data/postmaster.opts" "$build/data/postmaster.pid"
+    mv "$build/data" "$home/data"
+    rm -rf "$build"
+    cp "$here/postgresql/gin_twins.sql" "$home/gin_twins.sql"
+    echo "$version" >"$home/version"
+    touch "$home/.complete"
+    echo "postgresql: template cluster of $(du -sh "$home/data" | cut -f1) at $home ($version)"
+}
+
 install_python_components() {
     local py="${ENROLLSTREAM_PYTHON:-}"
     if [ -z "$py" ]; then
@@ -228,6 +331,7 @@ install_playwright_core() {
 install_kafka
 install_kafka_class_archive
 install_ferretdb
+install_postgresql
 install_python_components
 install_playwright_core
 
@@ -238,6 +342,9 @@ echo "testbed ready:"
 echo "  ENROLLSTREAM_KAFKA_HOME=$ENROLLSTREAM_KAFKA_HOME"
 echo "  ENROLLSTREAM_JAVA=$ENROLLSTREAM_JAVA"
 echo "  ENROLLSTREAM_FERRETDB_BIN=$ENROLLSTREAM_FERRETDB_BIN"
+if [ "$FERRETDB_BACKEND" = postgresql ]; then
+    echo "  ENROLLSTREAM_FERRETDB_BACKEND=postgresql (ENROLLSTREAM_POSTGRESQL_BINDIR=$ENROLLSTREAM_POSTGRESQL_BINDIR)"
+fi
 echo "  ENROLLSTREAM_PYTHON=$ENROLLSTREAM_PYTHON"
 echo "  ENROLLSTREAM_PLAYWRIGHT=$ENROLLSTREAM_PLAYWRIGHT"
 echo "  ENROLLSTREAM_CHROMIUM=$ENROLLSTREAM_CHROMIUM"

@@ -2,7 +2,8 @@
 //! its own scratch directory:
 //!
 //! - [`Kafka`]: Apache Kafka 4.1 in KRaft mode (broker and controller in one JVM).
-//! - [`Mongo`]: FerretDB 1.24 (MongoDB wire protocol) on its SQLite backend.
+//! - [`Mongo`]: FerretDB 1.24 (MongoDB wire protocol) on its SQLite backend, or with
+//!   `ENROLLSTREAM_FERRETDB_BACKEND=postgresql` on a PostgreSQL cluster of its own.
 //! - [`Smtp`]: the aiosmtpd SMTP server, storing every mail in a maildir.
 //!
 //! Every instance is fresh, answers on its socket before `start` returns, and dies with its
@@ -10,7 +11,8 @@
 //! error naming the reason (binary missing, log tail), never a skipped test.
 //! `bash scripts/testbed/install.sh` installs the components; `scripts/testbed/env.sh` exports
 //! `ENROLLSTREAM_KAFKA_HOME`, `ENROLLSTREAM_JAVA`, `ENROLLSTREAM_FERRETDB_BIN` and
-//! `ENROLLSTREAM_PYTHON`, which win over the default cache paths and `PATH`.
+//! `ENROLLSTREAM_PYTHON`, which win over the default cache paths and `PATH`
+//! (`ENROLLSTREAM_POSTGRESQL_BINDIR` too, for `ENROLLSTREAM_FERRETDB_BACKEND=postgresql`).
 //!
 //! The helpers block while a component starts or stops (a few seconds for Kafka's JVM, well
 //! under a second for the others), so they can be called from sync and async tests alike.
@@ -38,6 +40,7 @@ mod kafka;
 mod mail;
 mod mongo;
 mod port;
+mod postgres;
 mod process;
 mod scratch;
 mod smtp;

@@ -67,6 +67,83 @@ pub(crate) fn ferretdb() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Where FerretDB stores its collections in the test bed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FerretBackend {
+    /// The default: SQLite files in the server's own directory.
+    Sqlite,
+    /// Opt-in (`ENROLLSTREAM_FERRETDB_BACKEND=postgresql`): a PostgreSQL cluster of its own,
+    /// copied from the install's template (docs/testbed.md, "FerretDB on PostgreSQL").
+    Postgresql,
+}
+
+pub(crate) const BACKEND_VARIABLE: &str = "ENROLLSTREAM_FERRETDB_BACKEND";
+
+pub(crate) fn ferretdb_backend() -> anyhow::Result<FerretBackend> {
+    match env::var(BACKEND_VARIABLE).as_deref() {
+        Err(env::VarError::NotPresent) | Ok("") | Ok("sqlite") => Ok(FerretBackend::Sqlite),
+        Ok("postgresql") => Ok(FerretBackend::Postgresql),
+        Ok(other) => Err(anyhow!(
+            "{BACKEND_VARIABLE}={other:?}: expected `sqlite` (the default) or `postgresql`"
+        )),
+        Err(env::VarError::NotUnicode(_)) => Err(anyhow!(
+            "{BACKEND_VARIABLE} is not UTF-8; expected `sqlite` or `postgresql`"
+        )),
+    }
+}
+
+/// Debian's PostgreSQL programs and the install's cluster template (with FerretDB's database
+/// and the index trigger in it).
+pub(crate) struct PostgresHome {
+    pub postgres: PathBuf,
+    pub template: PathBuf,
+}
+
+pub(crate) fn postgresql() -> anyhow::Result<PostgresHome> {
+    let hint = format!(
+        "{BACKEND_VARIABLE}=postgresql needs PostgreSQL and its template cluster: \
+         `{BACKEND_VARIABLE}=postgresql bash scripts/testbed/install.sh` installs both"
+    );
+    let bindir = match env::var_os("ENROLLSTREAM_POSTGRESQL_BINDIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => newest_debian_bindir().ok_or_else(|| {
+            anyhow!("PostgreSQL not found: ENROLLSTREAM_POSTGRESQL_BINDIR is not set and there is no /usr/lib/postgresql/*/bin; {hint}")
+        })?,
+    };
+    let postgres = bindir.join("postgres");
+    ensure!(
+        postgres.is_file(),
+        "PostgreSQL not found: {} does not exist; {hint}",
+        postgres.display()
+    );
+    let home = cache()
+        .map(|cache| cache.join("postgresql-template"))
+        .ok_or_else(|| anyhow!("neither ENROLLSTREAM_CACHE nor HOME is set; {hint}"))?;
+    ensure!(
+        home.join(".complete").is_file(),
+        "the PostgreSQL template cluster is not installed in {} (no .complete marker); {hint}",
+        home.display()
+    );
+    Ok(PostgresHome {
+        postgres,
+        template: home.join("data"),
+    })
+}
+
+/// Debian installs each major version in /usr/lib/postgresql/MAJOR/bin, outside PATH.
+fn newest_debian_bindir() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let major: u32 = entry.file_name().to_str()?.parse().ok()?;
+            Some((major, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("postgres").is_file())
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, bin)| bin)
+}
+
 /// The python that has aiosmtpd installed.
 pub(crate) fn python() -> anyhow::Result<PathBuf> {
     resolve(

@@ -102,6 +102,7 @@ impl Kafka {
                 env: Vec::new(),
                 probe: |addr| api_versions(addr).map(drop),
                 logs: Vec::new(),
+                run_as: None,
             })
         })?;
         Ok(Kafka { process, _dir: dir })

@@ -37,6 +37,9 @@ pub(crate) struct Launch {
     pub probe: fn(SocketAddr) -> io::Result<()>,
     /// Logs the component writes itself, shown with its output when it fails.
     pub logs: Vec<PathBuf>,
+    /// Runs the component as this (uid, gid): PostgreSQL refuses to run as root. Set on the
+    /// child itself, not through a wrapper such as runuser, which would be the process killed.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl Launch {
@@ -65,6 +68,11 @@ impl Launch {
             }
         }
         command.envs(self.env.iter().copied());
+        if let Some((uid, gid)) = self.run_as {
+            // std switches the ids before the pre_exec hooks run, so the parent-death signal set
+            // below survives (the kernel clears it on a change of credentials).
+            command.uid(uid).gid(gid);
+        }
         die_with_test_process(&mut command);
         Ok(command)
     }

@@ -48,6 +48,7 @@ impl Smtp {
                 env: vec![("PYTHONUNBUFFERED", "1")],
                 probe: greeting,
                 logs: Vec::new(),
+                run_as: None,
             })
         })?;
         Ok(Smtp {
