@@ -137,3 +137,56 @@ async fn the_schedule_lists_pages_and_filters_reminders() {
     assert_eq!(status, 200, "{none}");
     assert_eq!(none["deliveries"], json!([]));
 }
+
+/// The same wiring on MongoDB (FerretDB in the test bed): the binary opens the reminder store
+/// and the delivery log through the store's client; a broker submission is on the schedule and
+/// its deliveries to a Logic Apps workflow are in the `deliveries` collection's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mongodb_the_schedule_and_the_delivery_log_are_wired() {
+    let mongo = enrollstream_testkit::testbed::Mongo::start()
+        .unwrap_or_else(|e| panic!("FerretDB must start (bash scripts/testbed/install.sh): {e:#}"));
+    let workflow = enrollstream_testkit::targets::Fake::logic_apps("trigger-sig", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enrollstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[deliveries.logic_apps.target]\nurl = \"{}\"\n",
+            workflow.trigger_url()
+        ),
+    )
+    .unwrap();
+    let uri = format!("{}/enrollstream_schedule", mongo.uri());
+    let args = ["--mongodb-uri", &uri, "--config", config.to_str().unwrap()];
+    let app = TestApp::spawn(&dir.path().join("data"), &args);
+    let id = application(&app, true).await;
+
+    let schedule = eventually(
+        "the reminder on the schedule",
+        Duration::from_secs(30),
+        || async {
+            let (status, page) = app
+                .get_json("/v1/admin/reminders?state=AWAITING_SIGNATURE")
+                .await;
+            (status == 200 && ids(&page) == [id.clone()]).then_some(page)
+        },
+    )
+    .await;
+    assert_eq!(schedule["reminders"][0]["broker"]["id"], "B-9");
+    let log = eventually(
+        "both deliveries in the log",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = app
+                .get_json(&format!("/v1/admin/deliveries?entity_id={id}"))
+                .await;
+            (status == 200 && body["deliveries"].as_array().is_some_and(|d| d.len() == 2))
+                .then_some(body)
+        },
+    )
+    .await;
+    for d in log["deliveries"].as_array().unwrap() {
+        assert_eq!(d["target"], "logic_apps", "{log}");
+        assert_eq!(d["outcome"], "delivered", "{log}");
+    }
+}
