@@ -124,3 +124,77 @@ async fn a_stuck_log_delays_no_delivery_commit_or_shutdown() {
         expected.len()
     );
 }
+
+/// The purge runs at start and then every hour of the clock port, dropping what is past the
+/// retention (30 days) and nothing younger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hourly_purge_drops_records_past_the_retention_on_the_clock() {
+    use enrollstream_ports::delivery_log::{DeliveryRecord, RETENTION};
+    use enrollstream_ports::{Clock, ManualClock};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteDeliveryLog::open(dir.path()).expect("delivery log"));
+    let clock = ManualClock::new(start_time());
+    let at = |age: chrono::Duration, id: &str| DeliveryRecord {
+        notification_id: id.into(),
+        event_id: None,
+        entity_kind: None,
+        entity_id: "A-1".into(),
+        target: LOGIC_APPS.into(),
+        outcome: DeliveryOutcome::Delivered,
+        attempts: 1,
+        status: Some(202),
+        error: None,
+        dlq_topic: None,
+        at: start_time() - age,
+    };
+    let stale = at(RETENTION + chrono::Duration::hours(1), "N-stale");
+    let aging = at(RETENTION - chrono::Duration::minutes(30), "N-aging");
+    let fresh = at(chrono::Duration::hours(1), "N-fresh");
+    for record in [&stale, &aging, &fresh] {
+        log.record(record).await.unwrap();
+    }
+    let ids = || async {
+        let mut ids: Vec<String> = log
+            .by_entity("A-1", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.notification_id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let until = |want: Vec<&'static str>| {
+        let ids = &ids;
+        async move {
+            let started = Instant::now();
+            loop {
+                let now = ids().await;
+                if now == want {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < DEADLINE,
+                    "still {now:?}, waiting for {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let purge = tokio::spawn(enrollstream_runners::deliveries::run_purge(
+        log.clone(),
+        Arc::new(clock.clone()),
+        shutdown.clone(),
+    ));
+    until(vec!["N-aging", "N-fresh"]).await;
+    // Half an hour on: not yet the next purge (and `aging` only just reaches the retention).
+    clock.advance(chrono::Duration::minutes(30));
+    assert_eq!(ids().await, ["N-aging", "N-fresh"]);
+    // The next purge, an hour after the first: `aging` is past the retention now.
+    clock.advance(chrono::Duration::minutes(31));
+    until(vec!["N-fresh"]).await;
+    assert!(clock.now() - fresh.at < RETENTION);
+    shutdown.cancel();
+    purge.await.expect("the purge ends on shutdown");
+}
