@@ -27,11 +27,11 @@ pub const ONE: &str = "/v1/admin/dlq/{id}";
 pub const REDRIVE: &str = "/v1/admin/dlq/redrive";
 pub const AUDIT: &str = "/v1/admin/dlq/audit";
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 1000;
 /// Ids one redrive may name, and dead letters one filtered redrive moves at most.
 const MAX_IDS: usize = 1000;
-const MAX_TEXT: usize = 512;
+pub(crate) const MAX_TEXT: usize = 512;
 
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
     vec![
@@ -61,11 +61,11 @@ fn problem(field: &str, e: DeadLetterError) -> Problem {
     }
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> Problem {
+pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Problem {
     Problem::invalid(vec![FieldError::new(field, reason)])
 }
 
-fn text(field: &str, value: Option<&String>) -> Result<Option<String>, Problem> {
+pub(crate) fn text(field: &str, value: Option<&String>) -> Result<Option<String>, Problem> {
     match value {
         Some(v) if v.is_empty() || v.len() > MAX_TEXT => Err(invalid(
             field,
@@ -75,7 +75,7 @@ fn text(field: &str, value: Option<&String>) -> Result<Option<String>, Problem> 
     }
 }
 
-fn limit(raw: Option<&String>) -> Result<usize, Problem> {
+pub(crate) fn limit(raw: Option<&String>) -> Result<usize, Problem> {
     match raw {
         None => Ok(DEFAULT_LIMIT),
         Some(raw) => raw
@@ -87,7 +87,7 @@ fn limit(raw: Option<&String>) -> Result<usize, Problem> {
 }
 
 /// The query of a listing: only the parameters it knows.
-fn query(raw: &HashMap<String, String>, known: &[&str]) -> Result<(), Problem> {
+pub(crate) fn query(raw: &HashMap<String, String>, known: &[&str]) -> Result<(), Problem> {
     match raw.keys().find(|k| !known.contains(&k.as_str())) {
         Some(unknown) => Err(invalid(
             unknown,

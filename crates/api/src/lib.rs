@@ -4,6 +4,7 @@
 pub mod auth;
 mod commands;
 mod config;
+mod deliveries;
 mod dlq;
 mod dto;
 mod extract;
@@ -17,6 +18,7 @@ mod problem;
 mod publish;
 mod reads;
 mod recent;
+mod schedule;
 mod schemas;
 mod security;
 pub mod server;
@@ -57,6 +59,9 @@ pub struct ApiState {
     /// Dead letters to list, inspect and redrive (`/v1/admin/dlq`); without it those routes
     /// answer 503.
     pub dead_letters: Option<Arc<dyn enrollstream_ports::DeadLetters>>,
+    /// The delivery runners' journal (`/v1/admin/deliveries`); without it that route answers
+    /// 503.
+    pub deliveries: Option<Arc<dyn enrollstream_ports::DeliveryLog>>,
 }
 
 /// The OpenAPI document: the routes and bodies (`openapi`), and who may call each
@@ -64,6 +69,8 @@ pub struct ApiState {
 pub fn openapi() -> serde_json::Value {
     let mut doc = openapi::openapi();
     dlq::document(&mut doc);
+    schedule::document(&mut doc);
+    deliveries::document(&mut doc);
     security::document(&mut doc);
     doc
 }
@@ -188,6 +195,8 @@ fn build(state: ApiState, serves: impl Fn(&str) -> bool) -> Router {
             .into_iter()
             .chain(auth::admin::routes())
             .chain(dlq::routes())
+            .chain(schedule::routes())
+            .chain(deliveries::routes())
             .chain(ui::routes());
         for (path, method_router) in extra {
             router = router.route(path, method_router);

@@ -109,6 +109,7 @@ fn spawn_deliveries(
     config: &Config,
     roles: &[Role],
     bus: &Arc<dyn EventBus>,
+    journal: Option<deliveries::Journal>,
     health: &HealthRegistry,
     shutdown: &CancellationToken,
     tasks: &mut Roles,
@@ -126,13 +127,14 @@ fn spawn_deliveries(
                           settings: deliveries::DeliverySettings| {
         tasks.spawn(
             format!("deliveries:{}", target.name()),
-            deliveries::run(
+            deliveries::run_journaled(
                 bus.clone(),
                 target,
                 settings,
                 clock.clone(),
                 health.clone(),
                 shutdown.clone(),
+                journal.clone(),
             ),
         );
     };
@@ -423,8 +425,10 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             reminders::run_scheduler(scheduler, health.clone(), shutdown.clone()),
         );
     }
+    let delivery_log = crate::delivery_log::open(&config, &adapters, roles, &shutdown).await?;
     if roles.contains(&Role::Deliveries) || roles.contains(&Role::Leads) {
-        spawn_deliveries(&config, roles, bus, &health, &shutdown, &mut tasks)?;
+        let journal = delivery_log.journal.clone();
+        spawn_deliveries(&config, roles, bus, journal, &health, &shutdown, &mut tasks)?;
     }
     tasks.spawn(
         "backlog",
@@ -446,6 +450,7 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             metrics: Arc::new(move || metrics.render()),
             config: Arc::new(config.api.clone()),
             reminders: reminder_store.clone(),
+            deliveries: delivery_log.log.clone(),
             dead_letters: match roles.contains(&Role::Api) {
                 true => Some(Arc::new(crate::dlq::service(&config, &adapters).await?)),
                 false => None,

@@ -3,6 +3,7 @@
 mod app;
 mod cli;
 mod config;
+mod delivery_log;
 mod dlq;
 mod keys;
 mod rebuild;

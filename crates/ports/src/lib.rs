@@ -9,6 +9,7 @@ pub mod clock;
 pub mod codec;
 pub mod credentials;
 pub mod dead_letters;
+pub mod delivery_log;
 pub mod generations;
 pub mod health;
 pub mod mailer;
@@ -28,6 +29,7 @@ pub use dead_letters::{
     DeadLetterError, DeadLetterFilter, DeadLetters, DlqName, RedriveOutcome, RedriveReport,
     RedriveRequest, RedriveSelection,
 };
+pub use delivery_log::{DeliveryLog, DeliveryOutcome, DeliveryRecord};
 pub use generations::{Generations, ShadowBuild, SwitchError, SWITCH_LEASE};
 pub use health::HealthRegistry;
 pub use store::{

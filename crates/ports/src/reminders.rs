@@ -19,7 +19,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrollstream_domain::events::ApplicationEvent;
-use enrollstream_domain::reminder::{Reminder, ReminderPolicy};
+use enrollstream_domain::reminder::{Reminder, ReminderPolicy, ReminderStatus};
 
 use crate::store::StoreError;
 
@@ -30,6 +30,28 @@ pub struct ClaimedReminder {
     pub reminder: Reminder,
     pub owner: String,
     pub lease_until: DateTime<Utc>,
+}
+
+/// One reminder as the schedule lists it: the state and the lease kept beside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduledReminder {
+    pub reminder: Reminder,
+    /// The scheduler holding the claim while a send is under way (or that held it when it
+    /// died: the lease then runs out at `lease_until`).
+    pub lease_owner: Option<String>,
+    /// With an owner, the claim's end; without one, the time a released reminder (a failed
+    /// send) may be claimed again.
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// Which reminders `ReminderStore::list` returns: application id order, a page at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReminderQuery {
+    /// Only reminders in this status.
+    pub status: Option<ReminderStatus>,
+    /// Only application ids that sort after this one (the last id of the previous page).
+    pub after: Option<String>,
+    pub limit: usize,
 }
 
 /// What applying an event did to the store.
@@ -64,6 +86,10 @@ pub trait ReminderStore: Send + Sync {
     ) -> Result<EventOutcome, StoreError>;
 
     async fn get(&self, application_id: &str) -> Result<Option<Reminder>, StoreError>;
+
+    /// The schedule: up to `query.limit` reminders with their leases, in application id order
+    /// (byte order of the id), so a cursor of the last id read pages through all of them once.
+    async fn list(&self, query: &ReminderQuery) -> Result<Vec<ScheduledReminder>, StoreError>;
 
     /// Lease up to `limit` reminders due at `now` (due time reached, no live lease) to `owner`
     /// until `lease_until`, earliest due first.

@@ -31,6 +31,11 @@ pub(crate) const FIND_BATCH: u32 = 100_000;
 /// MongoDB's code for an operation the server does not implement (FerretDB's TTL indexes).
 const NOT_IMPLEMENTED: i32 = 238;
 
+/// The server refused an operation it does not implement (FerretDB: TTL indexes).
+pub(crate) fn is_not_implemented(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == NOT_IMPLEMENTED)
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Db {
     pub(crate) database: Database,
@@ -151,8 +156,7 @@ impl Db {
         };
         match self.idempotency.create_index(model(Some(ttl))).await {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == NOT_IMPLEMENTED) =>
-            {
+            Err(e) if is_not_implemented(&e) => {
                 tracing::info!("no TTL indexes on this server; expired idempotency keys are purged by the store");
                 self.idempotency
                     .create_index(model(None))

@@ -16,7 +16,8 @@
 //! `(entity_kind, entity_id, version)`, carrying the entity's state after the event and its
 //! unpublished outbox messages: see `entry` and `apply`), `entities` (`_id` = `"kind:id"`, the
 //! head: each entity's latest state, a cache), `idempotency` (`_id` = the API's key),
-//! `reminders` and `reminder_versions` (see `reminders`). Ids are strings, integers Int64, times
+//! `reminders` and `reminder_versions` (see `reminders`), `deliveries` (the delivery log, see
+//! `deliveries`). Ids are strings, integers Int64, times
 //! BSON dates, money integer minor units inside the states: no ObjectId, Decimal128 or Binary.
 
 pub mod api_keys;
@@ -24,6 +25,7 @@ mod apply;
 pub mod audit;
 mod codec;
 mod db;
+pub mod deliveries;
 mod entry;
 mod error;
 mod fences;
@@ -37,6 +39,7 @@ mod store;
 
 pub use api_keys::MongoCredentialStore;
 pub use audit::MongoAuditLog;
+pub use deliveries::MongoDeliveryLog;
 pub use entry::entry_document;
 pub use monitor::CommandStats;
 pub use reminders::MongoReminderStore;

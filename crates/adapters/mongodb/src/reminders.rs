@@ -20,7 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrollstream_domain::events::ApplicationEvent;
 use enrollstream_domain::reminder::{Reminder, ReminderPolicy};
-use enrollstream_ports::reminders::{ClaimedReminder, EventOutcome, Fenced, ReminderStore};
+use enrollstream_ports::reminders::{
+    ClaimedReminder, EventOutcome, Fenced, ReminderQuery, ReminderStore, ScheduledReminder,
+};
 use enrollstream_ports::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -31,7 +33,7 @@ use crate::codec::Fields;
 use crate::db::write_concern;
 use crate::error::classify;
 use crate::MongoSettings;
-use record::{date_down, LEASE_UNTIL, NEXT_DUE};
+use record::{date_down, LEASE_OWNER, LEASE_UNTIL, NEXT_DUE, STATE, STATUS};
 
 /// The heads.
 pub const COLLECTION: &str = "reminders";
@@ -95,7 +97,8 @@ impl MongoReminderStore {
     }
 
     /// `due` serves the claims (due time, then the lease, both range-filtered), the backlog
-    /// count and the earliest unleased due time; `leased` finds the leases for `next_wake`.
+    /// count and the earliest unleased due time; `leased` finds the leases for `next_wake`;
+    /// `schedule` the listing by status in application id order.
     async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let index = |keys: Document, name: &str| {
             IndexModel::builder()
@@ -107,6 +110,7 @@ impl MongoReminderStore {
         for model in [
             index(doc! { NEXT_DUE: 1, LEASE_UNTIL: 1 }, "due"),
             index(doc! { LEASE_UNTIL: 1 }, "leased"),
+            index(doc! { STATUS: 1, "_id": 1 }, "schedule"),
         ] {
             self.collections
                 .reminders
@@ -127,6 +131,40 @@ impl MongoReminderStore {
                 "MongoDB did not answer within {limit:?}"
             )))
         })
+    }
+
+    /// A page of the heads in `_id` (application id) order. A head is a copy of its latest
+    /// version and may lag it for a moment (see `writes`): the listing is a view, not a fence.
+    async fn page(&self, query: &ReminderQuery) -> Result<Vec<ScheduledReminder>, StoreError> {
+        let mut filter = doc! {};
+        if let Some(status) = query.status {
+            filter.insert(STATUS, status.as_str());
+        }
+        if let Some(after) = &query.after {
+            filter.insert("_id", doc! { "$gt": after });
+        }
+        let heads: Vec<Document> = self
+            .collections
+            .reminders
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(classify)?
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        heads
+            .iter()
+            .map(|d| {
+                let f = Fields::new(d, "reminder");
+                Ok(ScheduledReminder {
+                    reminder: f.json(STATE)?,
+                    lease_owner: f.opt_str(LEASE_OWNER)?,
+                    lease_until: f.opt_date(LEASE_UNTIL)?,
+                })
+            })
+            .collect()
     }
 
     /// The earliest claimable time: the earliest due time without a lease, or, for a leased
@@ -190,6 +228,13 @@ impl ReminderStore for MongoReminderStore {
                 .map(|r| r.reminder))
         })
         .await
+    }
+
+    async fn list(&self, query: &ReminderQuery) -> Result<Vec<ScheduledReminder>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.bounded(self.page(query)).await
     }
 
     async fn claim_due(

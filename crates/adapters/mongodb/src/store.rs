@@ -141,6 +141,11 @@ impl MongoStore {
         crate::MongoCredentialStore::on(self.db.database.clone(), self.settings.clone()).await
     }
 
+    /// The delivery log on this store's client and database.
+    pub async fn delivery_log(&self) -> Result<crate::MongoDeliveryLog, StoreError> {
+        crate::MongoDeliveryLog::on(self.db.database.clone(), self.settings.clone()).await
+    }
+
     /// The audit of redrives on this store's client and database.
     pub async fn audit_log(&self) -> Result<crate::MongoAuditLog, StoreError> {
         crate::MongoAuditLog::on(self.db.database.clone(), self.settings.clone()).await

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod bus;
 pub mod credentials;
+pub mod deliveries;
 pub mod reminders;
 pub mod store;
 

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrollstream_domain::events::ApplicationEvent;
 use enrollstream_domain::reminder::{Reminder, ReminderPolicy};
-use enrollstream_ports::reminders::{ClaimedReminder, EventOutcome, Fenced, ReminderStore};
+use enrollstream_ports::reminders::{
+    ClaimedReminder, EventOutcome, Fenced, ReminderQuery, ReminderStore, ScheduledReminder,
+};
 use enrollstream_ports::StoreError;
 use rusqlite::Connection;
 use std::path::Path;
@@ -105,6 +107,17 @@ impl ReminderStore for SqliteReminderStore {
         let id = application_id.to_string();
         self.read(move |conn| Ok(rows::load(conn, &id)?.map(|row| row.reminder)))
             .await
+    }
+
+    async fn list(
+        &self,
+        query: &ReminderQuery,
+    ) -> std::result::Result<Vec<ScheduledReminder>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let query = query.clone();
+        self.read(move |conn| rows::list(conn, &query)).await
     }
 
     async fn claim_due(

@@ -19,7 +19,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      form-action 'none'; frame-ancestors 'none'";
 
 /// (name, content type, body): the whole dashboard.
-const ASSETS: [(&str, &str, &str); 7] = [
+const ASSETS: [(&str, &str, &str); 8] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -54,6 +54,11 @@ const ASSETS: [(&str, &str, &str); 7] = [
         "dlq.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/dlq.js"),
+    ),
+    (
+        "reminders.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/reminders.js"),
     ),
 ];
 

@@ -186,6 +186,8 @@ async fn openapi_json_describes_every_route_and_every_route_in_it_is_served() {
         ("get", "/v1/admin/dlq/{id}"),
         ("post", "/v1/admin/dlq/redrive"),
         ("get", "/v1/admin/dlq/audit"),
+        ("get", "/v1/admin/reminders"),
+        ("get", "/v1/admin/deliveries"),
         ("get", "/ui"),
         ("get", "/ui/{asset}"),
     ];

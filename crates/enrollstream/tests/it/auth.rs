@@ -130,6 +130,18 @@ fn endpoints(quote: &str, application: &str) -> Vec<(Method, String, Value, Opti
             Value::Null,
             Some("admin"),
         ),
+        (
+            Method::GET,
+            "/v1/admin/reminders?state=awaiting_signature&limit=10".into(),
+            Value::Null,
+            Some("admin"),
+        ),
+        (
+            Method::GET,
+            format!("/v1/admin/deliveries?entity_id={application}&limit=10"),
+            Value::Null,
+            Some("admin"),
+        ),
     ]
 }
 

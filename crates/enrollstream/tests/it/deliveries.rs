@@ -74,6 +74,46 @@ async fn notifications_reach_logic_apps_once_in_order_and_signed() {
     )
     .await;
     assert_eq!(versions, [1, 2, 3], "in entity order, each once");
+    // Each delivery journaled for the entity, off the delivery path: polled for.
+    let journaled = eventually(
+        "three deliveries in the log",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = app
+                .get_json(&format!("/v1/admin/deliveries?entity_id={id}"))
+                .await;
+            (status == 200 && body["deliveries"].as_array().is_some_and(|d| d.len() == 3))
+                .then_some(body)
+        },
+    )
+    .await;
+    let records = journaled["deliveries"].as_array().unwrap();
+    let mut events: Vec<&str> = records
+        .iter()
+        .map(|d| {
+            assert_eq!(d["target"], "logic_apps", "{d}");
+            assert_eq!(d["outcome"], "delivered", "{d}");
+            assert_eq!(d["entity_kind"], "application", "{d}");
+            assert_eq!(d["attempts"], 1, "{d}");
+            assert!(
+                d["status"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s)),
+                "{d}"
+            );
+            d["event_id"].as_str().expect("the causing event")
+        })
+        .collect();
+    events.sort();
+    events.dedup();
+    assert_eq!(events.len(), 3, "one record per notification: {journaled}");
+    let newest_first: Vec<chrono::DateTime<chrono::Utc>> = records
+        .iter()
+        .map(|d| d["at"].as_str().unwrap().parse().expect("an RFC 3339 time"))
+        .collect();
+    let mut sorted = newest_first.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(newest_first, sorted, "newest first");
     assert_eq!(workflow.duplicates(), 0);
     let request = workflow.requests().into_iter().next().expect("a request");
     assert!(request.header("idempotency-key").is_some());

@@ -19,5 +19,6 @@ mod metrics;
 mod mongodb_outage;
 mod operations;
 mod rebuild_online;
+mod schedule;
 mod tracing;
 mod ui;

@@ -5,6 +5,7 @@
 
 use crate::support;
 
+use enrollstream_testkit::targets::Fake;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +23,8 @@ fn tool(var: &str, default: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_dashboard_shows_the_pipeline_an_application_and_the_dead_letters() {
+async fn the_dashboard_shows_the_pipeline_an_application_its_deliveries_reminders_and_dead_letters()
+{
     let home = std::env::var("HOME").unwrap_or_default();
     let playwright = tool(
         "ENROLLSTREAM_PLAYWRIGHT",
@@ -40,10 +42,22 @@ async fn the_dashboard_shows_the_pipeline_an_application_and_the_dead_letters() 
         "node not found on PATH: the dashboard's test runs tests/ui/e2e.mjs with Node.js"
     );
 
+    // A Logic Apps workflow to deliver to: the entity view shows what reached it.
+    let workflow = Fake::logic_apps("trigger-sig", None).await;
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enrollstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[deliveries.logic_apps.target]\nurl = \"{}\"\n",
+            workflow.trigger_url()
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
     let data = dir.path().join("data");
-    let read_key = create_key(&data, &[], "dashboard-reader", &["read"]);
-    let app = TestApp::spawn(&data, &[]);
+    let read_key = create_key(&data, &args, "dashboard-reader", &["read"]);
+    let app = TestApp::spawn(&data, &args);
 
     let started = app.post("/v1/applications", json!({"applicant":{"name":"Jane Doe","email":"jane@example.com"},"product":"dental-basic"})).await;
     assert_eq!(started.status(), 202);
@@ -54,7 +68,7 @@ async fn the_dashboard_shows_the_pipeline_an_application_and_the_dead_letters() 
     let submitted = app
         .post(
             &format!("/v1/applications/{id}/submit"),
-            json!({"submitted_by":"member"}),
+            json!({"submitted_by":"broker","broker":{"id":"B-ui","name":"Acme Brokers","email":"agent@acme.test"}}),
         )
         .await;
     assert_eq!(submitted.status(), 202);
@@ -64,6 +78,43 @@ async fn the_dashboard_shows_the_pipeline_an_application_and_the_dead_letters() 
     })
     .await;
     let (_, state) = app.get_json(&format!("/v1/applications/{id}")).await;
+    // Both notifications delivered, and journaled (off the delivery path, so polled for).
+    let deliveries = eventually(
+        "both deliveries journaled",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = app
+                .get_json(&format!("/v1/admin/deliveries?entity_id={id}"))
+                .await;
+            (status == 200 && body["deliveries"].as_array().is_some_and(|d| d.len() >= 2))
+                .then_some(body)
+        },
+    )
+    .await;
+    assert!(workflow
+        .versions_by_entity()
+        .get(&id)
+        .is_some_and(|v| v.len() >= 2));
+    let delivered = deliveries["deliveries"].as_array().unwrap();
+    assert!(
+        delivered
+            .iter()
+            .all(|d| d["target"] == "logic_apps" && d["entity_id"] == id.as_str()),
+        "{deliveries}"
+    );
+    // The broker's submission put the application on the reminder schedule.
+    let (status, schedule) = app
+        .get_json("/v1/admin/reminders?state=AWAITING_SIGNATURE")
+        .await;
+    assert_eq!(status, 200, "{schedule}");
+    assert!(
+        schedule["reminders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["application_id"] == id.as_str()),
+        "{schedule}"
+    );
     let event_types: Vec<&str> = log["events"]
         .as_array()
         .unwrap()
@@ -99,6 +150,8 @@ async fn the_dashboard_shows_the_pipeline_an_application_and_the_dead_letters() 
         "events_published": 2,
         "dlq_topic": "enrollment-events",
         "dead_letter_entity": "A-ui-1",
+        "deliveries": delivered.len(),
+        "delivery_target": "logic_apps",
         "lag_metrics": ["enrollstream_consumer_lag_messages", "enrollstream_outbox_oldest_age_seconds", "enrollstream_reminders_scheduled", "enrollstream_reminder_next_due_seconds"],
     });
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-artifacts");
@@ -122,6 +175,7 @@ async fn the_dashboard_shows_the_pipeline_an_application_and_the_dead_letters() 
         "login.png",
         "pipeline.png",
         "entity.png",
+        "reminders.png",
         "dlq.png",
         "dlq-dry-run.png",
         "dlq-redriven.png",

@@ -1,5 +1,6 @@
 // Drives the dashboard at /ui in headless chromium, as an operator would: a refused key, the
-// admin key, the pipeline view, one application's timeline, the dead-letter browser, sign-out. Run by tests/it/ui.rs, which
+// admin key, the pipeline view, one application's timeline and deliveries, the reminder
+// schedule, the dead-letter browser, sign-out. Run by tests/it/ui.rs, which
 // passes what the page must show; any failed check or browser error exits non-zero.
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";
@@ -92,7 +93,40 @@ try {
     for (const [i, type] of expected.event_types.entries()) {
       assert.equal(await rows.nth(i).locator("td").nth(2).textContent(), type);
     }
+    const deliveries = page.locator("#deliveries tbody tr");
+    await deliveries.first().waitFor();
+    assert.equal(await deliveries.count(), expected.deliveries, "one row per journaled delivery");
+    for (let i = 0; i < expected.deliveries; i++) {
+      const cells = deliveries.nth(i).locator("td");
+      assert.equal(await cells.nth(1).textContent(), expected.delivery_target);
+      assert.equal(await cells.nth(2).textContent(), "delivered");
+      assert.match(await cells.nth(4).textContent(), /^2\d\d/, "the target's accepting status");
+    }
     await page.screenshot({ path: `${artifacts}/entity.png`, fullPage: true });
+  });
+
+  await step("the reminder schedule lists the broker-submitted application", async () => {
+    await page.click("#nav-reminders");
+    await page.locator("#reminders").waitFor({ state: "visible" });
+    await page.selectOption("#reminders-state", "AWAITING_SIGNATURE");
+    await page.click("#reminders-list");
+    const reminder = page.locator(`#reminders-table tbody tr[data-application-id="${expected.application_id}"]`);
+    await reminder.waitFor();
+    const cells = reminder.locator("td");
+    assert.equal(await cells.nth(1).textContent(), "AWAITING_SIGNATURE");
+    assert.equal(await cells.nth(2).textContent(), "0", "no reminder sent yet");
+    assert.match(await cells.nth(3).textContent(), /^\d{4}-\d\d-\d\dT/, "its next due time");
+    assert.match(await cells.nth(4).textContent(), /never sent/);
+    assert.equal(await cells.nth(5).textContent(), "free", "no scheduler holds it");
+    assert.match(await cells.nth(6).textContent(), /Acme Brokers/);
+    for (const row of await page.locator("#reminders-table tbody tr").all()) {
+      assert.equal(await row.getAttribute("data-status"), "AWAITING_SIGNATURE", "the state filter");
+    }
+    await page.screenshot({ path: `${artifacts}/reminders.png`, fullPage: true });
+    // The application id leads to its entity view.
+    await cells.nth(0).locator("a").click();
+    await page.locator("#entity-view").waitFor({ state: "visible" });
+    assert.equal(await page.inputValue("#entity-id"), expected.application_id);
   });
 
   await step("the dead-letter browser lists, inspects, dry-runs, then redrives", async () => {

@@ -15,6 +15,9 @@
 //! - `state`: the target's state in gauges (healthy, retrying, paused, circuit_open), written
 //!   by the guard as it changes.
 //! - `watermark`: commits never pass an unfinished message; a crash redelivers from there.
+//! - `journal`: each outcome (delivered, dead-lettered, a duplicate) into the `DeliveryLog`
+//!   port, through a bounded channel and a background writer: dropped and counted when it
+//!   cannot keep up, never waited for.
 //!
 //! Dead letters of `<topic>` go to `<topic>.<target><dlq_suffix>`, e.g.
 //! `enrollment-notifications.salesforce.dlq`, with the standard `dlq_*` headers plus
@@ -22,6 +25,7 @@
 //! a message for that target alone.
 
 mod guard;
+mod journal;
 mod lanes;
 mod redrive;
 mod runner;
@@ -31,7 +35,8 @@ mod state;
 mod watermark;
 mod worker;
 
+pub use journal::{run_purge, Journal, CAPACITY as JOURNAL_CAPACITY, DROPPED as JOURNAL_DROPPED};
 pub use redrive::redrive_delivery;
-pub use runner::run;
+pub use runner::{run, run_journaled};
 pub use settings::{BreakerSettings, DeliverySettings, RetryPolicy};
 pub use worker::{DLQ_LAST_STATUS, DLQ_TARGET};

@@ -15,6 +15,7 @@ use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::guard::Guard;
+use super::journal::Journal;
 use super::lanes::{LaneKey, Lanes};
 use super::selection::Selection;
 use super::settings::DeliverySettings;
@@ -38,6 +39,19 @@ pub async fn run(
     health: HealthRegistry,
     shutdown: CancellationToken,
 ) {
+    run_journaled(bus, target, settings, clock, health, shutdown, None).await
+}
+
+/// [`run`], recording each outcome in `journal` (never waiting on it).
+pub async fn run_journaled(
+    bus: Arc<dyn EventBus>,
+    target: Arc<dyn Target>,
+    settings: DeliverySettings,
+    clock: Arc<dyn Clock>,
+    health: HealthRegistry,
+    shutdown: CancellationToken,
+    journal: Option<Journal>,
+) {
     let target_name = target.name().to_string();
     let group = settings.group_for(&target_name);
     let component = format!("delivery:{target_name}");
@@ -58,6 +72,7 @@ pub async fn run(
         publisher: bus.publisher(),
         clock,
         settings: settings.clone(),
+        journal,
     });
     let mut setup = Setup {
         bus: bus.as_ref(),

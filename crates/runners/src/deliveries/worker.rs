@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::guard::{Guard, Role};
+use super::journal::Journal;
 use super::lanes::LaneKey;
 use super::settings::DeliverySettings;
 use crate::backoff::Backoff;
@@ -35,6 +36,8 @@ pub struct Context {
     pub publisher: Arc<dyn Publisher>,
     pub clock: Arc<dyn Clock>,
     pub settings: DeliverySettings,
+    /// Where outcomes are journaled, off the delivery path (see `journal`).
+    pub journal: Option<Journal>,
 }
 
 #[derive(Debug)]
@@ -64,7 +67,7 @@ pub async fn deliver(ctx: Arc<Context>, message: InboundMessage, ticket: u64) ->
         }
         Err(e) => {
             let why = DeadLetter::new("undecodable", &e);
-            dead_letter(&ctx, &message, why, None, 0).await;
+            dead_letter(&ctx, &message, None, why, None, 0).await;
         }
     }
     Finished {
@@ -92,6 +95,10 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
                 admission.answered();
                 count(target, "delivered");
                 record_latency(ctx, &delivery);
+                if let Some(journal) = &ctx.journal {
+                    let now = ctx.clock.now();
+                    journal.delivered(target, &delivery.event, delivery.attempt, done.status, now);
+                }
                 tracing::debug!(target_name = target, notification_id = id, status = done.status, detail = %done.detail, attempt = delivery.attempt, "delivered");
                 return;
             }
@@ -102,7 +109,8 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
                     admission.answered();
                 }
                 let why = DeadLetter::new("rejected", &error);
-                dead_letter(ctx, message, why, status, delivery.attempt).await;
+                let event = Some(&delivery.event);
+                dead_letter(ctx, message, event, why, status, delivery.attempt).await;
                 return;
             }
             Err(e @ DeliveryError::Unauthorized { .. }) => {
@@ -125,7 +133,8 @@ async fn attempt_until_done(ctx: &Context, message: &InboundMessage, mut deliver
                         "retries_exhausted",
                         format!("{counted} failed attempts, the last: {error}"),
                     );
-                    dead_letter(ctx, message, why, status, delivery.attempt).await;
+                    let event = Some(&delivery.event);
+                    dead_letter(ctx, message, event, why, status, delivery.attempt).await;
                     return;
                 }
                 count(target, "retried");
@@ -212,6 +221,7 @@ fn count(target: &str, outcome: &'static str) {
 async fn dead_letter(
     ctx: &Context,
     message: &InboundMessage,
+    event: Option<&CloudEvent>,
     mut why: DeadLetter,
     status: Option<u16>,
     attempts: u32,
@@ -237,6 +247,12 @@ async fn dead_letter(
         }
     }
     count(target, "dead_lettered");
+    if let Some(journal) = &ctx.journal {
+        let now = ctx.clock.now();
+        journal.dead_lettered(
+            target, message, event, attempts, status, &why.error, &topic, now,
+        );
+    }
     metrics::counter!("enrollstream_dead_letters_total", "group" => ctx.group.clone(), "reason" => why.reason.clone())
         .increment(1);
 }

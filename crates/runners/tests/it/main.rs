@@ -7,6 +7,7 @@ mod reminders_support;
 mod consumer_loop;
 mod deliveries_crash;
 mod deliveries_faults;
+mod deliveries_journal;
 mod deliveries_routing;
 mod leads_pipeline;
 mod projector_poison;

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod bus;
 pub mod credentials;
+pub mod deliveries;
 pub mod generations;
 pub mod listing;
 pub mod reminders;
@@ -89,6 +90,18 @@ macro_rules! listing_contract_tests {
     };
 }
 
+/// The same for the delivery log contract (`DeliveryLog`).
+#[macro_export]
+macro_rules! delivery_log_contract_tests {
+    ($store:ident, $pat:pat = $init:expr) => {
+        $crate::contract_tests!(deliveries, $store, $pat = $init;
+            records_read_back_newest_first_by_entity,
+            purge_drops_what_is_past_the_retention,
+            check_and_name,
+        );
+    };
+}
+
 /// The same for the reminder store contract (single-store cases; the two-store and restart
 /// cases need adapter-specific set-up and are called by hand).
 #[macro_export]
@@ -111,6 +124,9 @@ macro_rules! reminder_contract_tests {
             refused_attempt_is_consumed,
             due_backlog_counts_due_reminders,
             check_and_name,
+            lists_by_status_in_application_order,
+            pages_follow_the_application_id_cursor,
+            listing_shows_leases_attempts_and_backoff,
         );
     };
 }

@@ -12,6 +12,9 @@ use enrollstream_domain::reminder::{ReminderPolicy, ReminderStatus, Step};
 use enrollstream_ports::reminders::{ClaimedReminder, EventOutcome, Fenced, ReminderStore};
 use std::collections::HashSet;
 
+mod listing;
+pub use listing::*;
+
 pub fn t0() -> DateTime<Utc> {
     "2026-03-01T09:00:00Z".parse().expect("valid time")
 }

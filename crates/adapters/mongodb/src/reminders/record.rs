@@ -20,7 +20,7 @@ pub(super) const NEXT_DUE: &str = "next_due_at";
 pub(super) const LEASE_OWNER: &str = "lease_owner";
 pub(super) const LEASE_UNTIL: &str = "lease_until";
 pub(super) const APPLICATION: &str = "application_id";
-const STATE: &str = "state";
+pub(super) const STATE: &str = "state";
 
 /// A stored reminder version as read: what the next version builds on.
 #[derive(Clone, Debug)]

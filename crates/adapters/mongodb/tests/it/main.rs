@@ -6,5 +6,6 @@ mod common;
 mod audit;
 mod contract;
 mod credentials;
+mod deliveries;
 mod fencing;
 mod reminders_contract;

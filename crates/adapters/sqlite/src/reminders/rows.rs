@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use enrollstream_domain::reminder::Reminder;
-use rusqlite::{params, Connection, OptionalExtension};
+use enrollstream_ports::reminders::{ReminderQuery, ScheduledReminder};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use crate::sqlite::{json, parse_json, parse_time, time, Result};
 
@@ -56,4 +58,43 @@ pub(super) fn next_wake(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
     )?;
     wake.map(|t| parse_time("reminders.next_due_at", &t))
         .transpose()
+}
+
+/// A page of the schedule in application id order. The statement names only the filters that
+/// are set, so the `(status, application_id)` index serves the filtered listing.
+pub(super) fn list(conn: &Connection, query: &ReminderQuery) -> Result<Vec<ScheduledReminder>> {
+    let mut sql = String::from("SELECT state, lease_owner, lease_until FROM reminders WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(status) = query.status {
+        sql.push_str(" AND status = ?");
+        args.push(Value::Text(status.as_str().to_string()));
+    }
+    if let Some(after) = &query.after {
+        sql.push_str(" AND application_id > ?");
+        args.push(Value::Text(after.clone()));
+    }
+    sql.push_str(" ORDER BY application_id LIMIT ?");
+    args.push(Value::Integer(
+        i64::try_from(query.limit).unwrap_or(i64::MAX),
+    ));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    let mut listed = Vec::new();
+    for row in rows {
+        let (state, lease_owner, lease_until) = row?;
+        listed.push(ScheduledReminder {
+            reminder: decode(&state)?,
+            lease_owner,
+            lease_until: lease_until
+                .map(|t| parse_time("reminders.lease_until", &t))
+                .transpose()?,
+        });
+    }
+    Ok(listed)
 }

@@ -4,5 +4,6 @@
 mod audit_contract;
 mod bus_contract;
 mod credentials_contract;
+mod deliveries_contract;
 mod reminders_contract;
 mod store_contract;

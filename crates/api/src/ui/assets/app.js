@@ -2,12 +2,13 @@ import { call, forget, key, remember } from "/ui/api.js";
 import * as metrics from "/ui/metrics.js";
 import * as entity from "/ui/entity.js";
 import * as dlq from "/ui/dlq.js";
+import * as reminders from "/ui/reminders.js";
 
-const views = { metrics, entity, dlq };
+const views = { metrics, entity, reminders, dlq };
 const $ = (id) => document.getElementById(id);
 
 function show(section) {
-  for (const id of ["login", "metrics", "entity", "dlq"]) $(id).hidden = id !== section;
+  for (const id of ["login", ...Object.keys(views)]) $(id).hidden = id !== section;
   $("nav").hidden = section === "login";
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("active", link.id === `nav-${section}`);

@@ -1,4 +1,4 @@
-import { call, row, Unauthorized } from "/ui/api.js";
+import { call, el, row, Unauthorized } from "/ui/api.js";
 
 const $ = (id) => document.getElementById(id);
 const KINDS = ["application", "quote"];
@@ -22,9 +22,37 @@ async function load(kind, id, signedOut) {
       body.append(tr);
     }
     $("entity-view").hidden = false;
+    await deliveries(id);
   } catch (error) {
     if (error instanceof Unauthorized) return signedOut(error.message);
     $("entity-error").textContent = `${kind} ${id}: ${error.message}`;
+  }
+}
+
+// What the delivery runners journaled for this entity, newest first. A log that cannot be
+// read says so under the table; the state and timeline above stay.
+async function deliveries(id) {
+  const body = $("deliveries").tBodies[0];
+  body.replaceChildren();
+  $("deliveries-note").textContent = "";
+  let answer;
+  try {
+    answer = await call(`/v1/admin/deliveries?entity_id=${encodeURIComponent(id)}&limit=100`);
+  } catch (error) {
+    if (error instanceof Unauthorized) throw error;
+    $("deliveries-note").textContent = `Deliveries: ${error.message}`;
+    return;
+  }
+  for (const d of answer.deliveries) {
+    const answerCell = [d.status ?? "", d.error ?? ""].filter((x) => x !== "").join(" ");
+    const outcome = el("td", d.outcome, d.outcome === "dead_lettered" ? "error" : undefined);
+    const tr = row([d.at, d.target, outcome, d.attempts, answerCell, d.notification_id, d.event_id ?? "", d.dlq_topic ?? ""]);
+    tr.dataset.outcome = d.outcome;
+    tr.dataset.target = d.target;
+    body.append(tr);
+  }
+  if (answer.deliveries.length === 0) {
+    $("deliveries-note").textContent = "No delivery recorded for this entity (the log keeps 30 days).";
   }
 }
 

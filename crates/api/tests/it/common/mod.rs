@@ -92,6 +92,7 @@ impl App {
             config: Arc::new(config.clone()),
             reminders: None,
             dead_letters: None,
+            deliveries: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

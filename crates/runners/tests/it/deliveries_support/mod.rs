@@ -125,6 +125,26 @@ impl Bed {
         Runner { shutdown, task }
     }
 
+    /// The same, journaling each outcome into `journal`.
+    pub fn start_journaled(
+        &self,
+        target: Arc<dyn Target>,
+        settings: DeliverySettings,
+        journal: deliveries::Journal,
+    ) -> Runner {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(deliveries::run_journaled(
+            self.dyn_bus(),
+            target,
+            settings,
+            Arc::new(self.clock.clone()),
+            self.health.clone(),
+            shutdown.clone(),
+            Some(journal),
+        ));
+        Runner { shutdown, task }
+    }
+
     pub async fn committed(&self, group: &str, topics: &[&str]) -> Vec<CommitPosition> {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         self.bus.committed(group, &topics).await.expect("committed")
