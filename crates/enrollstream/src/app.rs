@@ -167,9 +167,9 @@ fn spawn_deliveries(
                 delivery.dlq_partitions = config.partitions;
                 delivery.dlq_replication = config.replication;
                 let topic = config.topics.lead_integration_events.clone();
-                let (bus, clock, health, shutdown) = (bus.clone(), clock.clone(), health.clone(), shutdown.clone());
+                let (bus, clock, health, shutdown, journal) = (bus.clone(), clock.clone(), health.clone(), shutdown.clone(), journal.clone());
                 tasks.spawn("leads:integration", async move {
-                    leads::run_integration(bus, Arc::new(target), delivery, &topic, clock, health, shutdown).await;
+                    leads::run_integration(bus, Arc::new(target), delivery, &topic, clock, health, shutdown, journal).await;
                 });
             }
             None => tracing::info!("Lead Management is not configured ([deliveries.lead_management]): no lead integration"),

@@ -122,3 +122,54 @@ async fn notifications_reach_logic_apps_once_in_order_and_signed() {
         .is_some_and(|s| s.starts_with("sha256=")));
     app.stop();
 }
+
+/// The lead integration service journals like the notification targets: an application's leads
+/// show in its deliveries, under `lead_management`, each naming the event it announces.
+#[tokio::test]
+async fn lead_management_deliveries_are_journaled_for_the_entity() {
+    let leads = Fake::lead_management("lead-api-key").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enrollstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[deliveries.lead_management.target]\nendpoint = \"{}\"\napi_key = \"lead-api-key\"\n",
+            leads.endpoint()
+        ),
+    )
+    .unwrap();
+    let app = TestApp::spawn(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let r = app.post("/v1/applications", json!({"applicant":{"name":"Jane Doe","email":"jane@example.com"},"product":"dental-basic"})).await;
+    assert_eq!(r.status(), 202);
+    let created: serde_json::Value = r.json().await.unwrap();
+    let id = created["application_id"].as_str().unwrap().to_string();
+    let applied = eventually(
+        "the lead at Lead Management",
+        Duration::from_secs(60),
+        || async { (leads.applied_count() >= 1).then(|| leads.applied()) },
+    )
+    .await;
+    assert_eq!(applied.len(), 1, "one lead for one event: {applied:?}");
+    let journaled = eventually(
+        "the lead delivery in the log",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = app
+                .get_json(&format!("/v1/admin/deliveries?entity_id={id}"))
+                .await;
+            (status == 200 && body["deliveries"].as_array().is_some_and(|d| !d.is_empty()))
+                .then_some(body)
+        },
+    )
+    .await;
+    let records = journaled["deliveries"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{journaled}");
+    let d = &records[0];
+    assert_eq!(d["target"], "lead_management", "{d}");
+    assert_eq!(d["outcome"], "delivered", "{d}");
+    assert_eq!(d["entity_kind"], "application", "{d}");
+    assert_eq!(d["event_id"], created["event_id"], "{d}");
+}

@@ -139,7 +139,8 @@ fn base(
             .map(|e| e.id.clone())
             .or_else(|| header("ce_id"))
             .unwrap_or_default(),
-        event_id: data("event_id"),
+        // A lead message names the event it announces `source_event_id`.
+        event_id: data("event_id").or_else(|| data("source_event_id")),
         entity_kind: data("entity_kind"),
         entity_id,
         target: target.to_string(),

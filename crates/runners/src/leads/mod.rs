@@ -19,7 +19,7 @@ use enrollstream_ports::{Clock, EventBus, HealthRegistry};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliveries::{self, DeliverySettings};
+use crate::deliveries::{self, DeliverySettings, Journal};
 
 pub const INTEGRATION_GROUP: &str = "lead-integration-service";
 
@@ -36,7 +36,8 @@ pub fn integration_settings(mut settings: DeliverySettings, topic: &str) -> Deli
 }
 
 /// Run the lead integration service until `shutdown`: lead messages on `topic` delivered to
-/// `target` (the Lead Management API).
+/// `target` (the Lead Management API), each outcome journaled like any target's.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_integration(
     bus: Arc<dyn EventBus>,
     target: Arc<dyn Target>,
@@ -45,9 +46,10 @@ pub async fn run_integration(
     clock: Arc<dyn Clock>,
     health: HealthRegistry,
     shutdown: CancellationToken,
+    journal: Option<Journal>,
 ) {
     let settings = integration_settings(settings, topic);
-    deliveries::run(bus, target, settings, clock, health, shutdown).await;
+    deliveries::run_journaled(bus, target, settings, clock, health, shutdown, journal).await;
 }
 
 #[cfg(test)]

@@ -75,6 +75,7 @@ impl Leads {
                 Arc::new(bed.clock.clone()),
                 bed.health.clone(),
                 shutdown.clone(),
+                None,
             )),
         ];
         Self {
@@ -217,6 +218,7 @@ async fn a_redelivered_batch_yields_the_same_leads_and_the_api_applies_them_once
         Arc::new(bed.clock.clone()),
         HealthRegistry::default(),
         shutdown.clone(),
+        None,
     ));
     let expected = leads_of(
         &outbox,
