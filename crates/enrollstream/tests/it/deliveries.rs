@@ -129,15 +129,13 @@ async fn notifications_reach_logic_apps_once_in_order_and_signed() {
 async fn lead_management_deliveries_are_journaled_for_the_entity() {
     let leads = Fake::lead_management("lead-api-key").await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("enrollstream.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = support::write_config(
+        dir.path(),
+        &format!(
             "[deliveries.lead_management.target]\nendpoint = \"{}\"\napi_key = \"lead-api-key\"\n",
             leads.endpoint()
         ),
-    )
-    .unwrap();
+    );
     let app = TestApp::spawn(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],

@@ -147,15 +147,7 @@ async fn on_mongodb_the_schedule_and_the_delivery_log_are_wired() {
         .unwrap_or_else(|e| panic!("FerretDB must start (bash scripts/testbed/install.sh): {e:#}"));
     let workflow = enrollstream_testkit::targets::Fake::logic_apps("trigger-sig", None).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("enrollstream.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[deliveries.logic_apps.target]\nurl = \"{}\"\n",
-            workflow.trigger_url()
-        ),
-    )
-    .unwrap();
+    let config = support::logic_apps_config(dir.path(), &workflow.trigger_url());
     let uri = format!("{}/enrollstream_schedule", mongo.uri());
     let args = ["--mongodb-uri", &uri, "--config", config.to_str().unwrap()];
     let app = TestApp::spawn(&dir.path().join("data"), &args);

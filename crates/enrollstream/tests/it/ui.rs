@@ -45,15 +45,7 @@ async fn the_dashboard_shows_the_pipeline_an_application_its_deliveries_reminder
     // A Logic Apps workflow to deliver to: the entity view shows what reached it.
     let workflow = Fake::logic_apps("trigger-sig", None).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("enrollstream.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[deliveries.logic_apps.target]\nurl = \"{}\"\n",
-            workflow.trigger_url()
-        ),
-    )
-    .unwrap();
+    let config = support::logic_apps_config(dir.path(), &workflow.trigger_url());
     let args = ["--config", config.to_str().unwrap()];
     let data = dir.path().join("data");
     let read_key = create_key(&data, &args, "dashboard-reader", &["read"]);

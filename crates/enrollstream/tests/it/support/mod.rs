@@ -32,6 +32,21 @@ fn global_args<'a>(extra_args: &[&'a str]) -> Vec<&'a str> {
     out
 }
 
+/// A config file `enrollstream.toml` in `dir` holding `text`; its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("enrollstream.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A config file in `dir` that delivers to the Logic Apps trigger at `trigger_url`, unsigned.
+pub fn logic_apps_config(dir: &Path, trigger_url: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!("[deliveries.logic_apps.target]\nurl = \"{trigger_url}\"\n"),
+    )
+}
+
 /// Run `enrollstream api-key create` as an operator would, and return what it printed on
 /// stdout: the key alone.
 pub fn create_key(data_dir: &Path, extra_args: &[&str], name: &str, scopes: &[&str]) -> String {
