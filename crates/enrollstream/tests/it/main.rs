@@ -19,5 +19,6 @@ mod metrics;
 mod mongodb_outage;
 mod operations;
 mod rebuild_online;
+mod rebuild_online_mongodb;
 mod tracing;
 mod ui;

@@ -7,4 +7,5 @@ mod audit;
 mod contract;
 mod credentials;
 mod fencing;
+mod generations;
 mod reminders_contract;
