@@ -21,7 +21,7 @@ use support::{eventually, TestApp};
 
 const DATABASE: &str = "enrollstream";
 /// Enough that the rebuild takes a while on FerretDB, few enough for a test.
-const PRELOADED: usize = 1500;
+const PRELOADED: usize = 1000;
 const NOTIFICATION_TOPICS: [&str; 2] = ["quote-notifications", "entity-updates"];
 
 fn engines(kafka: &Kafka, mongo: &Mongo) -> Vec<String> {

@@ -5,9 +5,8 @@ use std::collections::{HashMap, HashSet};
 use enrollstream_ports::{ApplyOutcome, StoreError};
 use mongodb::bson::Document;
 use mongodb::error::ErrorKind;
-use tokio::time::Instant;
 
-use super::{Plan, CHUNK};
+use super::{Plan, WriteFence, CHUNK};
 use crate::db::Db;
 use crate::error::{classify, is_transient_code, DUPLICATE_KEY};
 
@@ -53,7 +52,7 @@ pub(super) async fn insert_lane(
     lane: Vec<Vec<usize>>,
     keys: &[String],
     documents: &HashMap<usize, Document>,
-    write_by: Option<Instant>,
+    fence: Option<&dyn WriteFence>,
 ) -> Result<Vec<(usize, Plan)>, StoreError> {
     let mut settled = Vec::new();
     let mut broken: HashSet<&str> = HashSet::new();
@@ -70,10 +69,8 @@ pub(super) async fn insert_lane(
             if queue.is_empty() {
                 break;
             }
-            if write_by.is_some_and(|by| Instant::now() >= by) {
-                return Err(StoreError::Unavailable(
-                    "the apply took too long to write into the generation it chose; retried against the current one".into(),
-                ));
+            if let Some(fence) = fence {
+                fence.before_insert().await?;
             }
             let docs: Vec<&Document> = queue.iter().map(|i| &documents[i]).collect();
             let insert = db.event_log.insert_many(docs).ordered(true);

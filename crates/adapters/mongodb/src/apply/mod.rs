@@ -35,7 +35,6 @@ use enrollstream_domain::EntityKind;
 use enrollstream_ports::{ApplyOutcome, Change, EntityRecord, StoreError};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use mongodb::bson::Document;
-use tokio::time::Instant;
 
 use crate::codec::{entity_key, Unwritable};
 use crate::db::{Db, Statement};
@@ -70,9 +69,16 @@ pub(crate) struct Policy<'a> {
     /// (announced, or to be), so an apply here records none for it. Read in the same round
     /// trip as the versions (concurrently), only while such a generation exists.
     pub(crate) announced_in: &'a [Db],
-    /// No insert is sent past this instant (Unavailable instead): bounds how late a write to a
-    /// generation can land after the pointer that chose it was read (see `generations`).
-    pub(crate) write_by: Option<Instant>,
+    /// Asked before each insert: bounds how late a write to a generation can land after the
+    /// pointer last named it active (see `generations`).
+    pub(crate) fence: Option<&'a dyn WriteFence>,
+}
+
+/// Before each insert of a live apply: an error when the generation written to may have been
+/// switched out.
+#[async_trait::async_trait]
+pub(crate) trait WriteFence: Send + Sync {
+    async fn before_insert(&self) -> Result<(), StoreError>;
 }
 
 pub(crate) struct Applied {
@@ -118,7 +124,7 @@ pub(crate) async fn apply(
         .filter_map(|(i, entry)| entry.ok().map(|d| (i, d)))
         .collect();
     let results: Vec<Vec<(usize, Plan)>> = stream::iter(lanes(&planned, &keys))
-        .map(|lane| insert_lane(db, lane, &keys, &documents, policy.write_by))
+        .map(|lane| insert_lane(db, lane, &keys, &documents, policy.fence))
         .buffer_unordered(PARALLEL_CHUNKS)
         .try_collect()
         .await?;

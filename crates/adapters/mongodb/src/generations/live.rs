@@ -17,8 +17,11 @@ use std::collections::{HashMap, HashSet};
 
 use enrollstream_ports::{ApplyOutcome, Change, StoreError, StoredOutboxMessage};
 
+use std::sync::Mutex;
+use tokio::time::Instant;
+
 use super::{Gens, View, WRITE_WITHIN};
-use crate::apply::{self, Applied, Policy};
+use crate::apply::{self, Applied, Policy, WriteFence};
 use crate::db::Db;
 use crate::entry::Pending;
 use crate::outbox;
@@ -29,7 +32,7 @@ use crate::read::logged;
 pub const RELAY_LOG: &str = "enrollstream_mongodb::relay";
 
 pub(crate) async fn apply(gens: &Gens, changes: &[Change]) -> Result<Applied, StoreError> {
-    let began = tokio::time::Instant::now();
+    let began = Instant::now();
     let view = gens.view().await?;
     if view.paused() {
         return Err(StoreError::Unavailable(
@@ -38,10 +41,15 @@ pub(crate) async fn apply(gens: &Gens, changes: &[Change]) -> Result<Applied, St
     }
     let active = view.pointer.generation;
     let earlier: Vec<Db> = earlier_than(gens, &view, active);
+    let fence = Fence {
+        gens,
+        generation: active,
+        until: Mutex::new(began + WRITE_WITHIN),
+    };
     let policy = Policy {
         silent: false,
         announced_in: &earlier,
-        write_by: Some(began + WRITE_WITHIN),
+        fence: Some(&fence),
     };
     let applied = apply::apply(&gens.db(active), changes, &policy)
         .await
@@ -50,6 +58,31 @@ pub(crate) async fn apply(gens: &Gens, changes: &[Change]) -> Result<Applied, St
         .await
         .inspect_err(|_| gens.forget())?;
     Ok(applied)
+}
+
+/// A long apply reads the pointer again every `WRITE_WITHIN`: no insert goes to a generation
+/// that was not seen active less than `WRITE_WITHIN` (plus the pointer's lifetime) before.
+struct Fence<'a> {
+    gens: &'a Gens,
+    generation: u64,
+    until: Mutex<Instant>,
+}
+
+#[async_trait::async_trait]
+impl WriteFence for Fence<'_> {
+    async fn before_insert(&self) -> Result<(), StoreError> {
+        if Instant::now() < *self.until.lock().expect("fence") {
+            return Ok(());
+        }
+        let now = self.gens.pointer().await?;
+        if now.generation != self.generation {
+            return Err(StoreError::Unavailable(
+                "the read model switched generations during the apply; retried against the current one".into(),
+            ));
+        }
+        *self.until.lock().expect("fence") = Instant::now() + WRITE_WITHIN;
+        Ok(())
+    }
 }
 
 /// The generations before `active` that are not dropped, oldest first.

@@ -44,9 +44,10 @@ const ACTIVE: &str = "active/";
 const BUILD: &str = "build";
 const DROPPED: &str = "dropped/";
 
-/// A live apply sends no insert later than this after it began: with the pointer's lifetime
-/// (`MongoSettings::pointer_ttl`) and one round trip, it bounds how long after a switch a
-/// write can still land in the generation switched out (see `MongoSettings::retired_grace`).
+/// A live apply sends no insert later than this after the pointer last named its generation
+/// active (a long one reads it again): with the pointer's lifetime (`MongoSettings::pointer_ttl`)
+/// and one round trip, it bounds how long after a switch a write can still land in the
+/// generation switched out (see `MongoSettings::retired_grace`).
 pub(crate) const WRITE_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,17 +192,29 @@ impl Gens {
             Ok(Some(lease.map(|l| l.until.timestamp_millis())))
         };
         let read_pointer = async {
-            if pointer_stale {
-                self.pointer().await.map(drop)
-            } else {
-                Ok(())
+            match pointer_stale {
+                true => self.pointer().await.map(Some),
+                false => Ok(None),
             }
         };
-        let (lease, ()) = tokio::try_join!(read_lease, read_pointer)?;
+        let (lease, read) = tokio::try_join!(read_lease, read_pointer)?;
         let mut cache = self.cache.lock().expect("pointer cache");
-        let view = cache.as_mut().ok_or_else(|| {
-            StoreError::Unavailable("the pointer was forgotten; ask again".into())
-        })?;
+        // Forgotten meanwhile (another call failed): the pointer this call read will do.
+        let pointer = match (cache.as_ref(), read) {
+            (None, Some(pointer)) => pointer,
+            (None, None) => {
+                return Err(StoreError::Unavailable(
+                    "the read model's pointer was forgotten; ask again".into(),
+                ))
+            }
+            (Some(v), _) => v.pointer.clone(),
+        };
+        let view = cache.get_or_insert_with(|| View {
+            pointer,
+            read_at: Instant::now(),
+            paused_until_ms: None,
+            lease_read_at: None,
+        });
         if let Some(until) = lease {
             view.paused_until_ms = until;
             view.lease_read_at = Some(Instant::now());
