@@ -175,7 +175,9 @@ fn explain(log: &str, twice: &[&String]) -> (Vec<String>, usize) {
                 failed_mark = true;
             }
         }
-        if failed_mark {
+        from.dedup();
+        // Handed out from two generations: the duplicate this test is about, failed mark or not.
+        if failed_mark && from.len() <= 1 {
             resent_after_failed_mark += 1;
         } else {
             unexplained.push(format!("{id}: handed out from generation(s) {from:?}"));
@@ -195,7 +197,10 @@ async fn a_rebuild_beside_serve_on_mongodb_switches_without_notifying_twice() {
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("serve.log");
-    let filter = format!("warn,{}=debug", enrollstream_mongodb::RELAY_LOG);
+    let filter = format!(
+        "warn,{}=debug,enrollstream_mongodb::generations=info",
+        enrollstream_mongodb::RELAY_LOG
+    );
     let mut app = TestApp::spawn_to_log(dir.path(), &args, &log, &filter);
 
     // Straight onto the bus, as an upstream producer would (the topics exist once serve is up).
@@ -310,6 +315,12 @@ async fn a_rebuild_beside_serve_on_mongodb_switches_without_notifying_twice() {
         .collect();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let (unexplained, resent) = explain(&text, &twice);
+    let count = |what: &str| text.lines().filter(|l| l.contains(what)).count();
+    eprintln!(
+        "applies that raced the switch and followed it: {}; messages recorded again and not published from the later generation: {}",
+        count("raced a switch"),
+        count("not published from this one")
+    );
     eprintln!(
         "{} notification(s) published, {} more than once: {resent} re-sent after a failed mark",
         counts.len(),
