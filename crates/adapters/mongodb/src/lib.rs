@@ -16,7 +16,9 @@
 //! `(entity_kind, entity_id, version)`, carrying the entity's state after the event and its
 //! unpublished outbox messages: see `entry` and `apply`), `entities` (`_id` = `"kind:id"`, the
 //! head: each entity's latest state, a cache), `idempotency` (`_id` = the API's key),
-//! `reminders` and `reminder_versions` (see `reminders`). Ids are strings, integers Int64, times
+//! `reminders` and `reminder_versions` (see `reminders`); `event_log_g<N>` and `entities_g<N>`,
+//! later generations of the read model, and `read_model_generations`, their pointer (see
+//! `generations`). Ids are strings, integers Int64, times
 //! BSON dates, money integer minor units inside the states: no ObjectId, Decimal128 or Binary.
 
 pub mod api_keys;
@@ -34,6 +36,7 @@ mod monitor;
 mod outbox;
 mod read;
 pub mod reminders;
+mod settings;
 mod store;
 
 pub use api_keys::MongoCredentialStore;
