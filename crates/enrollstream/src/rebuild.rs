@@ -108,8 +108,10 @@ pub async fn shadow(config: Config, fresh: bool) -> anyhow::Result<()> {
             rebuilt.refused + rebuilt.projected
         );
     }
+    // SQLite drops the previous generation at once; MongoDB keeps it until its grace passed and
+    // its outbox is drained (docs/operations.md), then its relay drops it.
     eprintln!(
-        "rebuilt the read model from {} event(s); generation {} is active, the previous one is dropped",
+        "rebuilt the read model from {} event(s); generation {} is active, the previous one is retired",
         rebuilt.projected, rebuilt.generation
     );
     Ok(())

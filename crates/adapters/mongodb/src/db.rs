@@ -44,6 +44,18 @@ pub(crate) struct Db {
     pub(crate) event_log: Collection<Document>,
     pub(crate) entities: Collection<Document>,
     pub(crate) idempotency: Collection<Document>,
+    /// The read model's generation these collections hold (see `generations`).
+    pub(crate) generation: u64,
+}
+
+/// The collections of generation `generation` of the read model, `(event_log, entities)`:
+/// generation 1 keeps the names of a store never rebuilt without downtime, so its data is
+/// generation 1 as it is.
+pub(crate) fn collection_names(generation: u64) -> (String, String) {
+    match generation {
+        0 | 1 => (EVENT_LOG.to_string(), ENTITIES.to_string()),
+        g => (format!("{EVENT_LOG}_g{g}"), format!("{ENTITIES}_g{g}")),
+    }
 }
 
 /// One single-document write of a raw `update` command.
@@ -78,19 +90,43 @@ pub(crate) fn by_ids<S: AsRef<str>>(ids: &[S]) -> Document {
 
 impl Db {
     pub(crate) fn new(database: Database, timeout: Duration) -> Self {
-        let options = CollectionOptions::builder()
-            .write_concern(write_concern())
-            // Reads see only what a majority has: nothing a failover could roll back.
-            .read_concern(ReadConcern::majority())
-            .build();
-        let collection = |name| database.collection_with_options::<Document>(name, options.clone());
+        let collection = |name: &str| collection(&database, name);
         Self {
             event_log: collection(EVENT_LOG),
             entities: collection(ENTITIES),
             idempotency: collection(IDEMPOTENCY),
+            generation: 1,
             database,
             timeout,
         }
+    }
+
+    /// The same database, on the read model's generation `generation`.
+    pub(crate) fn generation(&self, generation: u64) -> Self {
+        if generation == self.generation {
+            return self.clone();
+        }
+        let (event_log, entities) = collection_names(generation);
+        Self {
+            event_log: collection(&self.database, &event_log),
+            entities: collection(&self.database, &entities),
+            idempotency: self.idempotency.clone(),
+            generation,
+            database: self.database.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    pub(crate) fn event_log_name(&self) -> String {
+        collection_names(self.generation).0
+    }
+
+    pub(crate) fn entities_name(&self) -> String {
+        collection_names(self.generation).1
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// One round trip, failing as Unavailable past the operation timeout: the driver has no
@@ -107,36 +143,20 @@ impl Db {
 
     /// Creating an index that exists with the same keys and options is a no-op, so this runs at
     /// every start-up.
-    pub(crate) async fn ensure_indexes(&self, idempotency_ttl: Duration) -> Result<(), StoreError> {
-        let index = |keys: Document, name: &str, unique: bool| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(
-                    IndexOptions::builder()
-                        .name(name.to_string())
-                        .unique(unique.then_some(true))
-                        .build(),
-                )
-                .build()
-        };
-        // One index per command: FerretDB 1.24 panics on a `createIndexes` naming several that
-        // exist already (docs/testbed.md).
-        for model in [
-            // The version fence: at most one event per version of an entity.
-            index(
-                doc! { "entity_kind": 1, "entity_id": 1, "version": 1 },
-                "entity_version",
-                true,
-            ),
-            // The relay's "oldest unpublished first"; entries with nothing pending have no
-            // `outbox_seq` and sit outside the range it reads.
-            index(doc! { OUTBOX_SEQ: 1 }, "outbox_seq", false),
-            // Marks find the entries of published message ids.
-            index(doc! { OUTBOX_IDS: 1 }, "outbox_ids", false),
-        ] {
+    /// The indexes of the collections every generation shares.
+    pub(crate) async fn ensure_indexes_shared(
+        &self,
+        idempotency_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.ensure_expiry_index(idempotency_ttl).await
+    }
+
+    /// The indexes of this generation's event log.
+    pub(crate) async fn ensure_log_indexes(&self) -> Result<(), StoreError> {
+        for model in log_indexes() {
             self.event_log.create_index(model).await.map_err(classify)?;
         }
-        self.ensure_expiry_index(idempotency_ttl).await
+        Ok(())
     }
 
     /// A TTL index where the server has them, so MongoDB drops expired keys by itself; a plain
@@ -205,6 +225,45 @@ impl Db {
     ) -> Result<(), StoreError> {
         update_batch(&self.database, self.timeout, collection, statements).await
     }
+}
+
+/// The event log's indexes. One index per command: FerretDB 1.24 panics on a `createIndexes`
+/// naming several that exist already (docs/testbed.md).
+fn log_indexes() -> [IndexModel; 3] {
+    let index = |keys: Document, name: &str, unique: bool| {
+        IndexModel::builder()
+            .keys(keys)
+            .options(
+                IndexOptions::builder()
+                    .name(name.to_string())
+                    .unique(unique.then_some(true))
+                    .build(),
+            )
+            .build()
+    };
+    [
+        // The version fence: at most one event per version of an entity.
+        index(
+            doc! { "entity_kind": 1, "entity_id": 1, "version": 1 },
+            "entity_version",
+            true,
+        ),
+        // The relay's "oldest unpublished first"; entries with nothing pending have no
+        // `outbox_seq` and sit outside the range it reads.
+        index(doc! { OUTBOX_SEQ: 1 }, "outbox_seq", false),
+        // Marks find the entries of published message ids.
+        index(doc! { OUTBOX_IDS: 1 }, "outbox_ids", false),
+    ]
+}
+
+/// A collection with the store's concerns: majority and journal for writes, majority reads
+/// (nothing a failover could roll back).
+pub(crate) fn collection(database: &Database, name: &str) -> Collection<Document> {
+    let options = CollectionOptions::builder()
+        .write_concern(write_concern())
+        .read_concern(ReadConcern::majority())
+        .build();
+    database.collection_with_options::<Document>(name, options)
 }
 
 /// [`Db::within`] for any call.

@@ -39,10 +39,12 @@ pub(crate) fn entity_projection() -> Document {
 }
 
 /// The log entry of `change`. `seq` orders its outbox messages among all others (a
-/// time-ordered id taken at the write); a replayed change records none pending.
+/// time-ordered id taken at the write); a replayed change, or one that does not `announce`
+/// (another generation holds its messages), records none pending.
 pub(crate) fn entry_doc(
     change: &Change,
     seq: &str,
+    announce: bool,
 ) -> Result<Result<Document, Unwritable>, StoreError> {
     let e = &change.event;
     let version = int(e.version)?;
@@ -60,7 +62,7 @@ pub(crate) fn entry_doc(
             "status": &change.status,
             "state": to_bson(&change.state)?,
         };
-        if !change.replay && !change.outbox.is_empty() {
+        if announce && !change.replay && !change.outbox.is_empty() {
             let mut messages = Document::new();
             let mut ids = Vec::new();
             for (position, m) in change.outbox.iter().enumerate() {
@@ -90,7 +92,7 @@ pub(crate) fn entry_doc(
 /// The log entry the store inserts for `change`, for benchmarks that write the store's own
 /// documents through the driver alone: a raw bulk-write rate of the same shape and size.
 pub fn entry_document(change: &Change) -> Result<Document, StoreError> {
-    entry_doc(change, &enrollstream_domain::ids::new_id())?
+    entry_doc(change, &enrollstream_domain::ids::new_id(), true)?
         .map_err(|Unwritable(why)| StoreError::Fatal(why))
 }
 

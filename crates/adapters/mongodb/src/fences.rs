@@ -185,6 +185,17 @@ pub(crate) async fn leases(
     found.iter().map(read_lease).collect()
 }
 
+/// The lease `name` as stored, expired or not (one lookup by `_id`).
+pub(crate) async fn lease(database: &Database, name: &str) -> Result<Option<Lease>, StoreError> {
+    collection(database, LEASES)
+        .find_one(doc! { "_id": name })
+        .await
+        .map_err(classify)?
+        .as_ref()
+        .map(read_lease)
+        .transpose()
+}
+
 fn read_lease(d: &Document) -> Result<Lease, StoreError> {
     let bad = |what: &str| corrupt("lease", what);
     let until = d

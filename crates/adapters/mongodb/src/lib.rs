@@ -17,8 +17,9 @@
 //! unpublished outbox messages: see `entry` and `apply`), `entities` (`_id` = `"kind:id"`, the
 //! head: each entity's latest state, a cache), `idempotency` (`_id` = the API's key),
 //! `reminders` and `reminder_versions` (see `reminders`), `deliveries` (the delivery log, see
-//! `deliveries`). Ids are strings, integers Int64, times
-//! BSON dates, money integer minor units inside the states: no ObjectId, Decimal128 or Binary.
+//! `deliveries`); `event_log_g<N>` and `entities_g<N>`, later generations of the read model, and
+//! `read_model_generations`, their pointer (see `generations`). Ids are strings, integers Int64,
+//! times BSON dates, money integer minor units inside the states: no ObjectId, Decimal128 or Binary.
 
 pub mod api_keys;
 mod apply;
@@ -29,18 +30,21 @@ pub mod deliveries;
 mod entry;
 mod error;
 mod fences;
+mod generations;
 mod idempotency;
 mod listing;
 mod monitor;
 mod outbox;
 mod read;
 pub mod reminders;
+mod settings;
 mod store;
 
 pub use api_keys::MongoCredentialStore;
 pub use audit::MongoAuditLog;
 pub use deliveries::MongoDeliveryLog;
 pub use entry::entry_document;
+pub use generations::live::RELAY_LOG;
 pub use monitor::CommandStats;
 pub use reminders::MongoReminderStore;
 pub use store::{MongoSettings, MongoStore};

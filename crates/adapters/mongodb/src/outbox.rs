@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use enrollstream_ports::{StoreError, StoredOutboxMessage};
+use enrollstream_ports::StoreError;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::codec::Fields;
-use crate::db::{Db, Statement, EVENT_LOG, FIND_BATCH};
-use crate::entry::{pending_of, OUTBOX, OUTBOX_IDS, OUTBOX_SEQ};
+use crate::db::{Db, Statement, FIND_BATCH};
+use crate::entry::{pending_of, Pending, OUTBOX, OUTBOX_IDS, OUTBOX_SEQ};
 use crate::error::classify;
 
 /// Entries with something to publish: every `outbox_seq` is a non-empty string, and a range
@@ -36,7 +36,9 @@ fn pending_filter() -> Document {
     doc! { OUTBOX_SEQ: { "$gt": "" } }
 }
 
-pub(crate) async fn pending(db: &Db, limit: usize) -> Result<Vec<StoredOutboxMessage>, StoreError> {
+/// The `limit` oldest pending messages of one generation, with what orders them among other
+/// generations' (their `outbox_seq`, a time-ordered id).
+pub(crate) async fn pending_ordered(db: &Db, limit: usize) -> Result<Vec<Pending>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -73,15 +75,43 @@ pub(crate) async fn pending(db: &Db, limit: usize) -> Result<Vec<StoredOutboxMes
         }
     }
     if !empty.is_empty() {
-        db.update_batch(EVENT_LOG, &empty).await?;
+        db.update_batch(&db.event_log_name(), &empty).await?;
     }
     messages.sort_by(|a, b| (&a.seq, a.position).cmp(&(&b.seq, b.position)));
     messages.truncate(limit);
-    Ok(messages.into_iter().map(|m| m.stored).collect())
+    Ok(messages)
 }
 
 fn cleared() -> Document {
     doc! { "$unset": { OUTBOX: "", OUTBOX_IDS: "", OUTBOX_SEQ: "" } }
+}
+
+/// Takes every message out of the entries of `event_ids`, unpublished: they are another
+/// generation's to publish. One round trip.
+pub(crate) async fn clear(db: &Db, event_ids: &[String]) -> Result<(), StoreError> {
+    let statements: Vec<Statement> = event_ids
+        .iter()
+        .map(|id| Statement {
+            filter: doc! { "_id": id },
+            update: cleared(),
+            upsert: false,
+        })
+        .collect();
+    db.update_batch(&db.event_log_name(), &statements).await
+}
+
+/// Whether the generation holds any message to publish.
+pub(crate) async fn any_pending_in(db: &Db) -> Result<bool, StoreError> {
+    let found = db
+        .within(async {
+            db.event_log
+                .find_one(pending_filter())
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(classify)
+        })
+        .await?;
+    Ok(found.is_some())
 }
 
 /// Two round trips whatever the number of messages: the entries holding them, then one update
@@ -120,7 +150,7 @@ pub(crate) async fn mark_published(db: &Db, ids: &[String]) -> Result<(), StoreE
             upsert: false,
         });
     }
-    db.update_batch(EVENT_LOG, &statements).await
+    db.update_batch(&db.event_log_name(), &statements).await
 }
 
 pub(crate) async fn backlog(db: &Db) -> Result<u64, StoreError> {

@@ -9,86 +9,33 @@ use std::time::Duration;
 use async_trait::async_trait;
 use enrollstream_domain::EntityKind;
 use enrollstream_ports::{
-    ApplyOutcome, Change, EntityQuery, EntityRecord, IdempotencyRecord, Reservation, Store,
-    StoreError, StoredEvent, StoredOutboxMessage,
+    ApplyOutcome, Change, EntityQuery, EntityRecord, Generations, IdempotencyRecord, Reservation,
+    Store, StoreError, StoredEvent, StoredOutboxMessage, SWITCH_LEASE,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use mongodb::options::ClientOptions;
-use mongodb::Client;
 use tokio::time::Instant;
 
 use crate::db::Db;
 use crate::entry::{event_from, event_projection};
 use crate::error::classify;
+use crate::generations::{live, Gens};
 use crate::monitor::{CommandStats, Monitor};
 use crate::outbox::Wake;
-use crate::{apply, idempotency, outbox, read};
-
-/// Connection and timing settings. The defaults keep `/readyz` and the runners' retry loop
-/// responsive when MongoDB is away; a URI that sets `serverSelectionTimeoutMS` or
-/// `connectTimeoutMS` wins over them.
-#[derive(Clone, Debug)]
-pub struct MongoSettings {
-    /// How long an operation waits for a usable server before failing as Unavailable.
-    pub server_selection_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Upper bound of any one store call; past it the call fails as Unavailable (the driver
-    /// has no socket timeout, so a hung server would otherwise hang the caller).
-    pub operation_timeout: Duration,
-    /// Bound of `check`.
-    pub check_timeout: Duration,
-    /// How often `wait_for_outbox` looks for pending messages without a change stream.
-    pub outbox_poll_interval: Duration,
-    /// Lifetime of idempotency keys, on the callers' clock. Where the server has TTL indexes,
-    /// the index takes the lifetime it was first created with.
-    pub idempotency_ttl: Duration,
-    /// Count round trips, documents and bytes per command ([`MongoStore::take_commands`]).
-    /// Costs a second decoding of every reply; for benchmarks and diagnosis.
-    pub count_commands: bool,
-}
-
-impl Default for MongoSettings {
-    fn default() -> Self {
-        Self {
-            server_selection_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(2),
-            operation_timeout: Duration::from_secs(15),
-            check_timeout: Duration::from_secs(2),
-            outbox_poll_interval: Duration::from_millis(50),
-            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
-            count_commands: false,
-        }
-    }
-}
+pub(crate) use crate::settings::client;
+pub use crate::settings::MongoSettings;
+use crate::{apply, idempotency, read};
 
 pub struct MongoStore {
-    db: Db,
+    /// Generation 1's collections and the shared ones; read-model calls go to `target()`.
+    pub(crate) db: Db,
     settings: MongoSettings,
     wake: Wake,
     reservations: AtomicU64,
     monitor: Option<Arc<Monitor>>,
-}
-
-/// A client with our timeouts: short server selection and connect, so `/readyz` and the
-/// runners' retry loop notice an absent server quickly. A URI that sets them wins.
-pub(crate) async fn client(
-    uri: &str,
-    settings: &MongoSettings,
-    monitor: Option<&Arc<Monitor>>,
-) -> Result<Client, StoreError> {
-    let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
-    options.command_event_handler = monitor.map(Monitor::handler);
-    options
-        .server_selection_timeout
-        .get_or_insert(settings.server_selection_timeout);
-    options
-        .connect_timeout
-        .get_or_insert(settings.connect_timeout);
-    options
-        .app_name
-        .get_or_insert_with(|| "enrollstream".to_string());
-    Client::with_options(options).map_err(classify)
+    pub(crate) gens: Arc<Gens>,
+    /// The live read model, or the build of its next generation (`Generations::shadow`).
+    pub(crate) building: bool,
 }
 
 impl MongoStore {
@@ -104,19 +51,28 @@ impl MongoStore {
     ) -> Result<Self, StoreError> {
         let monitor = settings.count_commands.then(Arc::<Monitor>::default);
         let client = client(uri, &settings, monitor.as_ref()).await?;
+        let db = Db::new(client.database(database), settings.operation_timeout);
         let store = Self {
-            db: Db::new(client.database(database), settings.operation_timeout),
+            gens: Arc::new(Gens::new(
+                db.clone(),
+                settings.retired_grace,
+                settings.pointer_ttl,
+            )),
+            db,
             wake: Wake::new(settings.outbox_poll_interval),
             settings,
             reservations: AtomicU64::new(0),
             monitor,
+            building: false,
         };
+        let active = store.target().await?;
         store
             .bounded(async {
                 refuse_earlier_format(&store.db).await?;
+                active.ensure_log_indexes().await?;
                 store
                     .db
-                    .ensure_indexes(store.settings.idempotency_ttl)
+                    .ensure_indexes_shared(store.settings.idempotency_ttl)
                     .await?;
                 if let Some(newest) = idempotency::newest(&store.db).await? {
                     idempotency::purge(&store.db, newest, store.settings.idempotency_ttl).await?;
@@ -125,7 +81,7 @@ impl MongoStore {
             })
             .await?;
         store
-            .bounded(crate::listing::ensure_indexes(&store.db))
+            .bounded(crate::listing::ensure_indexes(&active))
             .await?;
         Ok(store)
     }
@@ -156,6 +112,32 @@ impl MongoStore {
     /// opened from this one too.
     pub fn take_commands(&self) -> BTreeMap<String, CommandStats> {
         self.monitor.as_ref().map(|m| m.take()).unwrap_or_default()
+    }
+
+    /// The collections read-model calls go to: the active generation's (as of at most
+    /// `MongoSettings::pointer_ttl` ago), or the build's.
+    pub(crate) async fn target(&self) -> Result<Db, StoreError> {
+        if self.building {
+            let build = self.gens.building.lock().expect("build").clone();
+            return build
+                .map(|b| self.gens.db(b.generation))
+                .ok_or_else(|| StoreError::Fatal("no build of the read model is open".into()));
+        }
+        let view = self.gens.view().await?;
+        Ok(self.gens.db(view.pointer.generation))
+    }
+
+    /// The build view of this store (`Generations::shadow`).
+    pub(crate) fn build_view(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            settings: self.settings.clone(),
+            wake: Wake::new(self.settings.outbox_poll_interval),
+            reservations: AtomicU64::new(0),
+            monitor: self.monitor.clone(),
+            gens: self.gens.clone(),
+            building: true,
+        }
     }
 
     async fn bounded<T>(
@@ -194,29 +176,46 @@ async fn refuse_earlier_format(db: &Db) -> Result<(), StoreError> {
 #[async_trait]
 impl Store for MongoStore {
     async fn applied(&self, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
-        self.bounded(read::logged(&self.db, event_ids)).await
+        match self.building {
+            true => {
+                let db = self.target().await?;
+                self.bounded(read::logged(&db, event_ids)).await
+            }
+            false => self.bounded(live::applied(&self.gens, event_ids)).await,
+        }
     }
 
     async fn entity(&self, kind: EntityKind, id: &str) -> Result<Option<EntityRecord>, StoreError> {
-        self.bounded(read::latest_one(&self.db, kind, id)).await
+        let db = self.target().await?;
+        self.bounded(read::latest_one(&db, kind, id)).await
     }
 
     /// Bounded per round trip, not as a whole: a page may take several scans.
     async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityRecord>, StoreError> {
-        crate::listing::list_entities(&self.db, query).await
+        crate::listing::list_entities(&self.target().await?, query).await
     }
 
     async fn entities(
         &self,
         keys: &[(EntityKind, String)],
     ) -> Result<Vec<EntityRecord>, StoreError> {
-        self.bounded(async { Ok(read::latest(&self.db, keys).await?.into_values().collect()) })
+        let db = self.target().await?;
+        self.bounded(async { Ok(read::latest(&db, keys).await?.into_values().collect()) })
             .await
     }
 
     /// Bounded per round trip, not as a whole: a batch makes many (see `Db::within`).
     async fn apply(&self, changes: &[Change]) -> Result<Vec<ApplyOutcome>, StoreError> {
-        let applied = apply::apply(&self.db, changes).await?;
+        let applied = match self.building {
+            true => {
+                let silent = apply::Policy {
+                    silent: true,
+                    ..Default::default()
+                };
+                apply::apply(&self.target().await?, changes, &silent).await?
+            }
+            false => live::apply(&self.gens, changes).await?,
+        };
         if applied.new_outbox {
             self.wake.recorded();
         }
@@ -224,9 +223,9 @@ impl Store for MongoStore {
     }
 
     async fn event_log(&self, kind: EntityKind, id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let db = self.target().await?;
         self.bounded(async {
-            let docs: Vec<Document> = self
-                .db
+            let docs: Vec<Document> = db
                 .event_log
                 .find(doc! { "entity_kind": kind.as_str(), "entity_id": id })
                 .sort(doc! { "version": 1 })
@@ -261,38 +260,46 @@ impl Store for MongoStore {
     async fn reset_read_model(&self) -> Result<(), StoreError> {
         // Emptied, not dropped: the unique index fencing the log stays in place throughout.
         // The log goes first: it is the read model; heads without it are read as nothing new.
+        let db = self.target().await?;
         self.bounded(async {
-            self.db
-                .event_log
-                .delete_many(doc! {})
-                .await
-                .map_err(classify)?;
-            self.db
-                .entities
-                .delete_many(doc! {})
-                .await
-                .map_err(classify)?;
+            db.event_log.delete_many(doc! {}).await.map_err(classify)?;
+            db.entities.delete_many(doc! {}).await.map_err(classify)?;
             Ok(())
         })
         .await
     }
 
-    /// Bounded per round trip, as `apply`.
+    /// Bounded per round trip, as `apply`. Every generation not dropped yet (see
+    /// `generations`); the build records no messages.
     async fn pending_outbox(&self, limit: usize) -> Result<Vec<StoredOutboxMessage>, StoreError> {
-        outbox::pending(&self.db, limit).await
+        match self.building {
+            true => Ok(Vec::new()),
+            false => live::pending(&self.gens, limit).await,
+        }
     }
 
     /// Bounded per round trip, as `apply`.
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
-        outbox::mark_published(&self.db, ids).await
+        match self.building {
+            true => Ok(()),
+            false => live::mark_published(&self.gens, ids).await,
+        }
     }
 
+    /// Polls the active generation only: what a retired one still holds was there at the
+    /// switch, and the relay reads it with the rest after any wait.
     async fn wait_for_outbox(&self, max: Duration) {
-        self.wake.wait(&self.db.event_log, max).await
+        match self.target().await {
+            Ok(db) if !self.building => self.wake.wait(&db.event_log, max).await,
+            _ => tokio::time::sleep(max).await,
+        }
     }
 
     async fn outbox_backlog(&self) -> Result<u64, StoreError> {
-        self.bounded(outbox::backlog(&self.db)).await
+        match self.building {
+            true => Ok(0),
+            false => self.bounded(live::backlog(&self.gens)).await,
+        }
     }
 
     async fn reserve_idempotency(
@@ -354,19 +361,29 @@ impl Store for MongoStore {
         until: chrono::DateTime<chrono::Utc>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<enrollstream_ports::Lease>, StoreError> {
-        self.bounded(crate::fences::take_lease(
-            &self.db.database,
-            name,
-            owner,
-            until,
-            now,
-        ))
-        .await
+        let taken = self
+            .bounded(crate::fences::take_lease(
+                &self.db.database,
+                name,
+                owner,
+                until,
+                now,
+            ))
+            .await;
+        if name == SWITCH_LEASE {
+            self.gens.lease_changed();
+        }
+        taken
     }
 
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        self.bounded(crate::fences::release_lease(&self.db.database, name, owner))
-            .await
+        let released = self
+            .bounded(crate::fences::release_lease(&self.db.database, name, owner))
+            .await;
+        if name == SWITCH_LEASE {
+            self.gens.lease_changed();
+        }
+        released
     }
 
     async fn leases(
@@ -376,6 +393,10 @@ impl Store for MongoStore {
     ) -> Result<Vec<enrollstream_ports::Lease>, StoreError> {
         self.bounded(crate::fences::leases(&self.db.database, prefix, now))
             .await
+    }
+
+    fn generations(&self) -> Option<&dyn Generations> {
+        (!self.building).then_some(self as &dyn Generations)
     }
 
     fn name(&self) -> &'static str {

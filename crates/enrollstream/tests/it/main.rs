@@ -19,6 +19,7 @@ mod metrics;
 mod mongodb_outage;
 mod operations;
 mod rebuild_online;
+mod rebuild_online_mongodb;
 mod schedule;
 mod tracing;
 mod ui;

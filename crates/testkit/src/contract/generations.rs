@@ -304,3 +304,63 @@ pub async fn an_interrupted_build_resumes_where_it_was(store: &dyn Store) {
         "a replaced build cannot record progress"
     );
 }
+
+/// A live apply through a second handle on the same store, which read the read model before a
+/// switch, lands after it: the switched-in generation holds it (read through either handle),
+/// each message is pending exactly once, and a redelivery announces nothing. A store whose
+/// switch shuts applies out (one transaction) passes by applying to the new generation; one
+/// without transactions must follow the switch (`other` should keep what it read for longer
+/// than the case takes).
+pub async fn an_apply_that_lands_after_a_switch_follows_it(store: &dyn Store, other: &dyn Store) {
+    let gens = generations(store);
+    let warm = new_quote();
+    let outcomes = ok("apply live", other.apply(std::slice::from_ref(&warm)).await);
+    assert_eq!(outcomes, [ApplyOutcome::Applied]);
+    let build = ok("open_shadow", gens.open_shadow(false).await);
+    ok(
+        "apply to the build",
+        gens.shadow().apply(std::slice::from_ref(&warm)).await,
+    );
+    let owner = "rebuild-racing";
+    pause(store, owner).await;
+    let active = gens
+        .switch_to_shadow(&build.build_id, owner, Utc::now())
+        .await
+        .unwrap_or_else(|e| panic!("a complete build under the lease switches in: {e}"));
+    assert_eq!(active, 2);
+
+    let late = new_quote();
+    let outcomes = ok("apply live", other.apply(std::slice::from_ref(&late)).await);
+    assert_eq!(outcomes, [ApplyOutcome::Applied], "the late apply lands");
+    let e = &late.event;
+    for (name, handle) in [("switching", store), ("other", other)] {
+        assert_eq!(
+            ok("entity", handle.entity(e.entity_kind, &e.entity_id).await).map(|r| r.version),
+            Some(1),
+            "the switched-in generation holds the late apply, read through the {name} handle"
+        );
+    }
+    let pending = ok("pending", store.pending_outbox(1000).await);
+    let mut ids: Vec<&str> = pending.iter().map(|m| m.id.as_str()).collect();
+    let mut expected: Vec<&str> = warm
+        .outbox
+        .iter()
+        .chain(&late.outbox)
+        .map(|m| m.id.as_str())
+        .collect();
+    ids.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "each message pending exactly once");
+    let all: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    ok("mark", store.mark_published(&all).await);
+    assert_eq!(ok("pending", other.pending_outbox(1000).await), []);
+    for handle in [store, other] {
+        let again = ok("redeliver", handle.apply(std::slice::from_ref(&late)).await);
+        assert_eq!(again, [ApplyOutcome::AlreadyApplied]);
+    }
+    assert_eq!(
+        ok("pending", store.pending_outbox(1000).await),
+        [],
+        "a redelivery announces nothing again"
+    );
+}

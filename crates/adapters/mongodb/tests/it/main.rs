@@ -8,4 +8,5 @@ mod contract;
 mod credentials;
 mod deliveries;
 mod fencing;
+mod generations;
 mod reminders_contract;

@@ -17,6 +17,18 @@ enrollstream_testkit::store_contract_tests!(store, (_dir, store) = fresh());
 mod generations {
     use super::fresh;
     enrollstream_testkit::generations_contract_tests!(store, (_dir, store) = fresh());
+
+    /// Two handles on one data directory, as two processes have.
+    #[tokio::test]
+    async fn an_apply_that_lands_after_a_switch_follows_it() {
+        let (dir, store) = fresh();
+        let other = enrollstream_sqlite::store::SqliteStore::open(dir.path())
+            .expect("a second handle on the store");
+        enrollstream_testkit::contract::generations::an_apply_that_lands_after_a_switch_follows_it(
+            &store, &other,
+        )
+        .await;
+    }
 }
 
 #[tokio::test]

@@ -26,6 +26,8 @@
 //! after the entries, so a head write that is lost or lands late costs a longer read, never a
 //! wrong one.
 
+mod insert;
+
 use std::collections::{HashMap, HashSet};
 
 use enrollstream_domain::ids::new_id;
@@ -33,13 +35,12 @@ use enrollstream_domain::EntityKind;
 use enrollstream_ports::{ApplyOutcome, Change, EntityRecord, StoreError};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use mongodb::bson::Document;
-use mongodb::error::ErrorKind;
 
 use crate::codec::{entity_key, Unwritable};
-use crate::db::{Db, Statement, ENTITIES};
+use crate::db::{Db, Statement};
 use crate::entry::{entry_doc, head_doc};
-use crate::error::{classify, is_transient_code, DUPLICATE_KEY};
 use crate::read::{latest, logged, versions_from};
+use insert::{insert_lane, lanes};
 
 /// Documents per ordered insert (FerretDB's internal batch; MongoDB takes far more).
 const CHUNK: usize = 100;
@@ -59,13 +60,38 @@ enum Plan {
     Conflict,
 }
 
+/// Where an apply may record outbox messages, and until when it may write.
+#[derive(Default)]
+pub(crate) struct Policy<'a> {
+    /// The generation being built records none (everything it holds was announced before).
+    pub(crate) silent: bool,
+    /// Earlier generations not dropped yet: an event one of them holds has its messages there
+    /// (announced, or to be), so an apply here records none for it. Read in the same round
+    /// trip as the versions (concurrently), only while such a generation exists.
+    pub(crate) announced_in: &'a [Db],
+    /// Asked before each insert: bounds how late a write to a generation can land after the
+    /// pointer last named it active (see `generations`).
+    pub(crate) fence: Option<&'a dyn WriteFence>,
+}
+
+/// Before each insert of a live apply: an error when the generation written to may have been
+/// switched out.
+#[async_trait::async_trait]
+pub(crate) trait WriteFence: Send + Sync {
+    async fn before_insert(&self) -> Result<(), StoreError>;
+}
+
 pub(crate) struct Applied {
     pub(crate) outcomes: Vec<ApplyOutcome>,
     /// Whether an applied change recorded outbox messages to publish.
     pub(crate) new_outbox: bool,
 }
 
-pub(crate) async fn apply(db: &Db, changes: &[Change]) -> Result<Applied, StoreError> {
+pub(crate) async fn apply(
+    db: &Db,
+    changes: &[Change],
+    policy: &Policy<'_>,
+) -> Result<Applied, StoreError> {
     if changes.is_empty() {
         return Ok(Applied {
             outcomes: Vec::new(),
@@ -76,12 +102,17 @@ pub(crate) async fn apply(db: &Db, changes: &[Change]) -> Result<Applied, StoreE
         .iter()
         .map(|c| entity_key(c.event.entity_kind, &c.event.entity_id))
         .collect();
+    let (found, announced) = tokio::try_join!(
+        first_versions(db, changes, &keys),
+        announced_elsewhere(policy.announced_in, changes)
+    )?;
+    let announces = |c: &Change| !policy.silent && !announced.contains(&c.event.event_id);
     // Time-ordered, taken in batch order: the relay reads outboxes back in this order.
     let entries = changes
         .iter()
-        .map(|c| entry_doc(c, &new_id()))
+        .map(|c| entry_doc(c, &new_id(), announces(c)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut plans = decide(db, changes, &keys, &entries).await?;
+    let mut plans = decide(changes, &keys, &entries, &found);
 
     let planned: Vec<usize> = (0..changes.len())
         .filter(|&i| matches!(plans[i], Plan::Insert))
@@ -93,7 +124,7 @@ pub(crate) async fn apply(db: &Db, changes: &[Change]) -> Result<Applied, StoreE
         .filter_map(|(i, entry)| entry.ok().map(|d| (i, d)))
         .collect();
     let results: Vec<Vec<(usize, Plan)>> = stream::iter(lanes(&planned, &keys))
-        .map(|lane| insert_lane(db, lane, &keys, &documents))
+        .map(|lane| insert_lane(db, lane, &keys, &documents, policy.fence))
         .buffer_unordered(PARALLEL_CHUNKS)
         .try_collect()
         .await?;
@@ -103,30 +134,44 @@ pub(crate) async fn apply(db: &Db, changes: &[Change]) -> Result<Applied, StoreE
     let outcomes = settle(db, changes, &keys, plans).await?;
 
     write_heads(db, changes, &keys, &outcomes).await;
-    let new_outbox = changes
-        .iter()
-        .zip(&outcomes)
-        .any(|(c, o)| *o == ApplyOutcome::Applied && !c.replay && !c.outbox.is_empty());
+    let new_outbox = changes.iter().zip(&outcomes).any(|(c, o)| {
+        *o == ApplyOutcome::Applied && !c.replay && !c.outbox.is_empty() && announces(c)
+    });
     Ok(Applied {
         outcomes,
         new_outbox,
     })
 }
 
-/// Decides every change in order against the versions stored (see the module documentation).
-/// An event logged already does not follow its entity's version, or its insert meets its
-/// `_id`: either way `settle` finds it logged and answers AlreadyApplied.
-async fn decide(
-    db: &Db,
+/// The events of `changes` that one of `earlier` holds: one round trip per generation, all at
+/// once.
+async fn announced_elsewhere(
+    earlier: &[Db],
     changes: &[Change],
-    keys: &[String],
-    entries: &[Result<Document, Unwritable>],
-) -> Result<Vec<Plan>, StoreError> {
+) -> Result<HashSet<String>, StoreError> {
+    if earlier.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<String> = changes.iter().map(|c| c.event.event_id.clone()).collect();
+    let found = futures::future::try_join_all(earlier.iter().map(|db| logged(db, &ids))).await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+fn firsts<'a>(changes: &'a [Change], keys: &'a [String]) -> HashMap<&'a str, &'a Change> {
     let mut firsts: HashMap<&str, &Change> = HashMap::new();
     for (c, key) in changes.iter().zip(keys) {
         firsts.entry(key.as_str()).or_insert(c);
     }
-    let wanted: Vec<(EntityKind, &str, u64)> = firsts
+    firsts
+}
+
+/// Each entity's highest version at or above its first change's expected version.
+async fn first_versions(
+    db: &Db,
+    changes: &[Change],
+    keys: &[String],
+) -> Result<HashMap<String, u64>, StoreError> {
+    let wanted: Vec<(EntityKind, &str, u64)> = firsts(changes, keys)
         .values()
         .map(|c| {
             let e = &c.event;
@@ -137,7 +182,19 @@ async fn decide(
             )
         })
         .collect();
-    let found = versions_from(db, &wanted).await?;
+    versions_from(db, &wanted).await
+}
+
+/// Decides every change in order against the versions stored (see the module documentation).
+/// An event logged already does not follow its entity's version, or its insert meets its
+/// `_id`: either way `settle` finds it logged and answers AlreadyApplied.
+fn decide(
+    changes: &[Change],
+    keys: &[String],
+    entries: &[Result<Document, Unwritable>],
+    found: &HashMap<String, u64>,
+) -> Vec<Plan> {
+    let firsts = firsts(changes, keys);
 
     // An entity with no entry at or above its first change's expected version is below it
     // (a Conflict, whose exact version `settle` reads), unless nothing was expected.
@@ -170,137 +227,7 @@ async fn decide(
         };
         plans.push(plan);
     }
-    Ok(plans)
-}
-
-/// Groups the planned changes into lanes, each a sequence of ordered inserts of at most
-/// `CHUNK` entries: short chains share a lane, a long chain has lanes of its own in sequence.
-/// Lanes are independent: no chain spans two of them.
-fn lanes(planned: &[usize], keys: &[String]) -> Vec<Vec<Vec<usize>>> {
-    let mut chains: Vec<Vec<usize>> = Vec::new();
-    let mut chain_of: HashMap<&str, usize> = HashMap::new();
-    for &i in planned {
-        let c = *chain_of.entry(keys[i].as_str()).or_insert_with(|| {
-            chains.push(Vec::new());
-            chains.len() - 1
-        });
-        chains[c].push(i);
-    }
-    let mut lanes: Vec<Vec<Vec<usize>>> = Vec::new();
-    let mut open: Vec<usize> = Vec::new();
-    for chain in chains {
-        if chain.len() > CHUNK {
-            lanes.push(chain.chunks(CHUNK).map(<[usize]>::to_vec).collect());
-            continue;
-        }
-        if open.len() + chain.len() > CHUNK {
-            lanes.push(vec![std::mem::take(&mut open)]);
-        }
-        open.extend(chain);
-    }
-    if !open.is_empty() {
-        lanes.push(vec![open]);
-    }
-    for lane in &mut lanes {
-        for chunk in lane.iter_mut() {
-            chunk.sort_unstable();
-        }
-    }
-    lanes
-}
-
-/// Inserts one lane; the plan each of its changes ends with.
-async fn insert_lane(
-    db: &Db,
-    lane: Vec<Vec<usize>>,
-    keys: &[String],
-    documents: &HashMap<usize, Document>,
-) -> Result<Vec<(usize, Plan)>, StoreError> {
-    let mut settled = Vec::new();
-    let mut broken: HashSet<&str> = HashSet::new();
-    for chunk in lane {
-        let mut queue: Vec<usize> = chunk;
-        while !queue.is_empty() {
-            queue.retain(|&i| {
-                let dropped = broken.contains(keys[i].as_str());
-                if dropped {
-                    settled.push((i, Plan::Conflict));
-                }
-                !dropped
-            });
-            if queue.is_empty() {
-                break;
-            }
-            let docs: Vec<&Document> = queue.iter().map(|i| &documents[i]).collect();
-            let insert = db.event_log.insert_many(docs).ordered(true);
-            let refused = db
-                .within(async {
-                    match insert.await {
-                        Ok(_) => Ok(None),
-                        Err(e) => first_refusal(e).map(Some),
-                    }
-                })
-                .await?;
-            let Some((p, refusal)) = refused else {
-                settled.extend(
-                    queue
-                        .drain(..)
-                        .map(|i| (i, Plan::Done(ApplyOutcome::Applied))),
-                );
-                break;
-            };
-            settled.extend(
-                queue[..p]
-                    .iter()
-                    .map(|&i| (i, Plan::Done(ApplyOutcome::Applied))),
-            );
-            let failed = queue[p];
-            // Whatever refused it, the rest of its chain was computed on top of it.
-            broken.insert(keys[failed].as_str());
-            settled.push((
-                failed,
-                match refusal {
-                    // Another writer took the event or the version: `settle` tells which.
-                    Refusal::Duplicate => Plan::Conflict,
-                    Refusal::Refused(reason) => Plan::Done(ApplyOutcome::Refused { reason }),
-                },
-            ));
-            queue.drain(..=p);
-        }
-    }
-    Ok(settled)
-}
-
-enum Refusal {
-    Duplicate,
-    Refused(String),
-}
-
-/// The position and kind of the entry an ordered insert stopped at, or the error when the
-/// insert failed as a whole (unreachable server, write concern).
-fn first_refusal(error: mongodb::error::Error) -> Result<(usize, Refusal), StoreError> {
-    if let ErrorKind::InsertMany(e) = error.kind.as_ref() {
-        if e.write_concern_error.is_none() {
-            if let Some(w) = e
-                .write_errors
-                .as_deref()
-                .and_then(|w| w.iter().min_by_key(|w| w.index))
-            {
-                return match w.code {
-                    DUPLICATE_KEY => Ok((w.index, Refusal::Duplicate)),
-                    code if is_transient_code(code) => Err(classify(error)),
-                    code => Ok((
-                        w.index,
-                        Refusal::Refused(format!(
-                            "MongoDB refused the entry ({code}): {}",
-                            w.message
-                        )),
-                    )),
-                };
-            }
-        }
-    }
-    Err(classify(error))
+    plans
 }
 
 /// Turns the plans into outcomes: an insert that lost to another writer is AlreadyApplied if
@@ -398,7 +325,7 @@ async fn write_heads(db: &Db, changes: &[Change], keys: &[String], outcomes: &[A
             Err(Unwritable(reason)) => tracing::warn!(%key, %reason, "entity head not written"),
         }
     }
-    if let Err(e) = db.update_batch(ENTITIES, &statements).await {
+    if let Err(e) = db.update_batch(&db.entities_name(), &statements).await {
         tracing::warn!(error = %e, "entity heads not written; reads complete them from the event log");
     }
 }
