@@ -8,7 +8,7 @@ use enrollstream_runners::deliveries;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Adapters;
+use crate::adapters::Adapters;
 use crate::cli::Role;
 use crate::config::Config;
 

@@ -11,7 +11,7 @@ use enrollstream_runners::dlq::view::payload_json;
 use enrollstream_runners::dlq::{DlqService, DlqTopics};
 use std::sync::Arc;
 
-use crate::app::{open_adapters, Adapters};
+use crate::adapters::{open_adapters, Adapters};
 use crate::cli::{DlqCommand, DlqSelect};
 use crate::config::Config;
 
@@ -57,7 +57,7 @@ pub(crate) async fn open_audit(
             enrollstream_mongodb::MongoAuditLog::connect_with(
                 &m.uri,
                 &m.database,
-                crate::app::mongo_settings(m),
+                crate::adapters::mongo_settings(m),
             )
             .await
             .with_context(|| {

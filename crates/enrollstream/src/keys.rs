@@ -4,9 +4,10 @@
 
 use anyhow::Context;
 use enrollstream_api::auth::keys;
-use enrollstream_ports::{CredentialStore, KeyCreation};
+use enrollstream_ports::{CredentialStore, KeyCreation, SystemClock};
 use std::sync::Arc;
 
+use crate::adapters::Adapters;
 use crate::cli::ApiKeyCommand;
 use crate::config::Config;
 
@@ -18,7 +19,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn CredentialStore>> {
             enrollstream_mongodb::MongoCredentialStore::connect_with(
                 &m.uri,
                 &m.database,
-                crate::app::mongo_settings(m),
+                crate::adapters::mongo_settings(m),
             )
             .await
             .with_context(|| {
@@ -35,6 +36,50 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn CredentialStore>> {
                 })?,
         ),
     })
+}
+
+/// Where API keys live: beside the read model, in the same engine (on MongoDB, through the
+/// store's client; on SQLite, in `credentials.db`, which `api-key create` writes beside us).
+async fn open_credentials(
+    config: &Config,
+    adapters: &Adapters,
+) -> anyhow::Result<Arc<dyn enrollstream_ports::CredentialStore>> {
+    match &adapters.mongodb {
+        Some(store) => Ok(Arc::new(
+            store
+                .credential_store()
+                .await
+                .context("cannot open the API keys in MongoDB")?,
+        )),
+        None => open(config).await,
+    }
+}
+
+/// The authenticator of the API; says loudly when nothing can get in, or everything can.
+pub(crate) async fn authenticator(
+    config: &Config,
+    adapters: &Adapters,
+    serves_api: bool,
+) -> anyhow::Result<Arc<enrollstream_api::Authenticator>> {
+    use enrollstream_api::auth::AuthMode;
+    let keys = open_credentials(config, adapters).await?;
+    if serves_api && config.api.auth == AuthMode::On && config.auth.jwt.is_none() {
+        let active = keys
+            .api_keys()
+            .await
+            .context("cannot read the API keys")?
+            .iter()
+            .filter(|k| k.revoked_at.is_none())
+            .count();
+        if active == 0 {
+            tracing::warn!("no API key exists: every request but /healthz and /readyz is refused with 401; create one with `enrollstream api-key create --name NAME --scope admin`");
+        }
+    }
+    let clock: Arc<dyn enrollstream_ports::Clock> = Arc::new(SystemClock);
+    let auth = enrollstream_api::Authenticator::new(config.api.auth, &config.auth, keys, clock)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(auth))
 }
 
 pub async fn run(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {

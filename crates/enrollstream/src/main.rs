@@ -1,16 +1,20 @@
 //! `enrollstream`: one binary, roles by flag.
 
+mod adapters;
 mod app;
 mod cli;
 mod config;
 mod delivery_log;
+mod dispatch;
 mod dlq;
 mod keys;
 mod rebuild;
 mod rebuild_progress;
 mod strict;
 mod supervise;
+mod targets;
 mod telemetry;
+mod topics;
 mod traces;
 
 use clap::Parser;
@@ -32,7 +36,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    match runtime.block_on(dispatch::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("enrollstream: {e:#}");

@@ -20,11 +20,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::{
-    event_topics, open_adapters, open_adapters_locked, Adapters, DataDirLock, FENCE_TTL,
-};
+use crate::adapters::{open_adapters, open_adapters_locked, Adapters, DataDirLock};
+use crate::app::FENCE_TTL;
 use crate::config::Config;
 use crate::rebuild_progress::Progress;
+use crate::topics::event_topics;
 
 /// Tells the operator on stderr: the bar or progress lines, and every event not projected.
 struct Told {
