@@ -17,7 +17,9 @@ fn bus(brokers: String) -> KafkaBus {
     KafkaBus::new(config).unwrap_or_else(|e| panic!("kafka bus: {e}"))
 }
 
-/// Partition count per topic, as the broker reports it to a plain client.
+/// Partition count per topic, as the broker reports it to a plain client. A topic just created
+/// can be reported without partitions for a moment (in KRaft the broker applies the controller's
+/// record after CreateTopics answered), so each is read again until it has some, up to 10 s.
 fn partitions(topics: &[String]) -> Vec<usize> {
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", Kafka::shared().bootstrap())
@@ -26,10 +28,21 @@ fn partitions(topics: &[String]) -> Vec<usize> {
     topics
         .iter()
         .map(|t| {
-            let metadata = client
-                .fetch_metadata(Some(t), Duration::from_secs(10))
-                .expect("metadata");
-            metadata.topics()[0].partitions().len()
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let metadata = client
+                    .fetch_metadata(Some(t), Duration::from_secs(10))
+                    .expect("metadata");
+                let count = metadata.topics()[0].partitions().len();
+                if count > 0 {
+                    break count;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{t}: no partitions reported 10 s after its creation"
+                );
+                std::thread::sleep(Duration::from_millis(50)); // between polls, not a wait for the answer
+            }
         })
         .collect()
 }

@@ -66,9 +66,16 @@ pub struct Metric {
 /// `histogram!` call (a literal, or a `const` naming one), with the label keys of its calls.
 pub fn exported_metrics() -> BTreeMap<String, Metric> {
     let sources = rust_sources();
-    let consts = string_consts(&sources);
+    let everywhere: BTreeMap<String, String> = sources
+        .iter()
+        .flat_map(|(_, text)| string_consts(text))
+        .collect();
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
     for (path, text) in &sources {
+        // A metric's `const` is looked up in the file that records it first: two crates may
+        // give the same short name to different strings.
+        let mut consts = everywhere.clone();
+        consts.extend(string_consts(text));
         for (kind, macro_name) in [
             (Kind::Counter, "counter!("),
             (Kind::Gauge, "gauge!("),
@@ -156,20 +163,18 @@ fn label_keys(args: &str) -> Vec<String> {
 }
 
 /// `const NAME: &str = "value";` anywhere in the sources.
-fn string_consts(sources: &[(PathBuf, String)]) -> BTreeMap<String, String> {
+fn string_consts(text: &str) -> BTreeMap<String, String> {
     let mut consts = BTreeMap::new();
-    for (_, text) in sources {
-        for line in text.lines() {
-            let line = line.trim_start().trim_start_matches("pub ").trim_start();
-            let Some(rest) = line.strip_prefix("const ") else {
-                continue;
-            };
-            let Some((name, value)) = rest.split_once(": &str = \"") else {
-                continue;
-            };
-            if let Some(value) = value.strip_suffix("\";") {
-                consts.insert(name.trim().to_string(), value.to_string());
-            }
+    for line in text.lines() {
+        let line = line.trim_start().trim_start_matches("pub ").trim_start();
+        let Some(rest) = line.strip_prefix("const ") else {
+            continue;
+        };
+        let Some((name, value)) = rest.split_once(": &str = \"") else {
+            continue;
+        };
+        if let Some(value) = value.strip_suffix("\";") {
+            consts.insert(name.trim().to_string(), value.to_string());
         }
     }
     consts
