@@ -55,6 +55,7 @@ pub async fn serve(config: Config, roles: &[Role]) -> anyhow::Result<()> {
                     Arc::new(SystemClock),
                     FENCE_TTL,
                 )),
+                strikes: Default::default(),
             },
             settings,
             health: health.clone(),

@@ -157,6 +157,7 @@ async fn run(config: &Config, adapters: &Adapters, fence: &RebuildFence) -> anyh
         replay: Some(replay_below.clone()),
         limits: Arc::new(config.limits.clone()),
         fence: None,
+        strikes: Default::default(),
     };
     let mut progress: HashMap<(String, i32), i64> = Default::default();
     let done = |progress: &HashMap<(String, i32), i64>| {

@@ -21,6 +21,14 @@ use crate::fence::ProjectorFence;
 
 pub const GROUP: &str = "read-model-service";
 
+/// How many times in a row the store may fail one event with an error it does not explain
+/// (`StoreError::Fatal` while it answers a health check) before the event is dead-lettered as
+/// refused. One failure proves nothing: FerretDB on SQLite answers a write that waited out its
+/// lock timeout under load with the same kind of error as a document it can never take, and
+/// dead-lettering a good event on that would take it out of the read model until a redrive.
+/// With the consumer's backoff (100 ms doubling) five attempts span a few seconds.
+pub const REFUSAL_ATTEMPTS: u32 = 5;
+
 pub struct Projector {
     pub store: Arc<dyn Store>,
     pub rules: Arc<RoutingRules>,
@@ -32,6 +40,9 @@ pub struct Projector {
     pub limits: Arc<Limits>,
     /// The live projector's side of the rebuild fence; `None` for the rebuild itself.
     pub fence: Option<ProjectorFence>,
+    /// Unexplained store failures per event of the batch being retried (see
+    /// `REFUSAL_ATTEMPTS`); emptied whenever a batch is done, so it holds one batch at most.
+    pub strikes: HashMap<String, u32>,
 }
 
 impl Projector {
@@ -68,7 +79,7 @@ impl BatchHandler for Projector {
         if let Some(fence) = &mut self.fence {
             fence.enter().await.map_err(Retry)?;
         }
-        match self.project(batch, false).await {
+        let projected = match self.project(batch, false).await {
             Err(Failure::Refused(why)) => {
                 // One change the store can never take (a value it cannot encode, a document
                 // too large) fails the whole call. Applying one by one finds it, dead-letters
@@ -81,7 +92,11 @@ impl BatchHandler for Projector {
             }
             Err(Failure::Retry(why)) => Err(Retry(why)),
             Ok(outcomes) => Ok(outcomes),
+        };
+        if projected.is_ok() {
+            self.strikes.clear();
         }
+        projected
     }
 
     async fn close(&mut self) {
@@ -105,7 +120,7 @@ impl Projector {
     /// Project a batch: in one store call (`one_by_one` false), or each event in its own call so
     /// that a change the store refuses is dead-lettered alone.
     async fn project(
-        &self,
+        &mut self,
         batch: &[InboundMessage],
         one_by_one: bool,
     ) -> Result<Vec<Outcome>, Failure> {
@@ -214,6 +229,17 @@ impl Projector {
                 Err(StoreError::Fatal(why)) => {
                     // A store that fails everything is down, not refusing this event.
                     self.store.check().await.map_err(retry)?;
+                    let strikes = self
+                        .strikes
+                        .entry(change.event.event_id.clone())
+                        .or_default();
+                    *strikes += 1;
+                    if *strikes < REFUSAL_ATTEMPTS {
+                        return Err(Failure::Retry(format!(
+                            "the store failed {} ({} of {REFUSAL_ATTEMPTS} attempts before it counts as refused): {why}",
+                            change.event.event_id, strikes
+                        )));
+                    }
                     tracing::warn!(event_id = %change.event.event_id, entity_id = %change.event.entity_id, trace_id = change.event.envelope.traceparent.as_deref().map(trace_id), error = %why, "the store refused an event");
                     outcomes[p.index] = Outcome::DeadLetter(DeadLetter::new("store_refused", &why));
                 }

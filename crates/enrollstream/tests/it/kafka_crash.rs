@@ -9,7 +9,7 @@ use crate::support;
 use enrollstream_domain::routing::RoutingRules;
 use enrollstream_kafka::{KafkaBus, KafkaConfig};
 use enrollstream_mongodb::MongoStore;
-use enrollstream_ports::{codec, Store};
+use enrollstream_ports::{codec, CommitPosition, EventBus, InboundMessage, Store};
 use enrollstream_testkit::testbed::{Kafka, Mongo};
 use rand::Rng;
 use serde_json::json;
@@ -43,30 +43,106 @@ fn spawn(
     TestApp::spawn_to_log(dir, &args, &logs.join(format!("{name}.log")), "info")
 }
 
-/// What to look at when the read model stays short: the missing events, the lines that name
-/// them, and the end of every process's log.
-fn report(logs: &std::path::Path, missing: &[String]) -> String {
+/// What to look at when the read model stays short, kept short enough to survive a CI log's
+/// truncation: where each missing event sits on the bus against the group's commit there (a
+/// commit past it means a skipped message, one short of it a partition nobody consumes), any
+/// dead letter naming it, and the lines of every process's log that name it or a rebalance. The
+/// whole logs stay on disk, at the path printed.
+async fn report(kafka: &Kafka, logs: &std::path::Path, missing: &[String]) -> String {
     let mut out = format!("missing from the read model: {missing:?}\n");
+    let bus = KafkaBus::new(KafkaConfig {
+        brokers: kafka.bootstrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    let topics = ["enrollment-events", "quote-events"];
+    let dlqs = ["enrollment-events.dlq", "quote-events.dlq"];
+    let names = |ts: &[&str]| ts.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    let committed = bus
+        .committed(enrollstream_runners::projector::GROUP, &names(&topics))
+        .await;
+    let ends = bus.end_offsets(&names(&topics)).await;
+    let names_missing = |m: &&InboundMessage| {
+        let payload = String::from_utf8_lossy(&m.payload);
+        missing.iter().any(|id| payload.contains(id.as_str()))
+    };
+    let on_bus: Vec<_> = scan(&bus, &topics)
+        .await
+        .iter()
+        .filter(names_missing)
+        .map(|m| (m.topic.clone(), m.partition, m.offset))
+        .collect();
+    out += &format!("on the bus at (topic, partition, offset): {on_bus:?}\n");
+    for (topic, partition, _) in &on_bus {
+        let at = |positions: &Result<Vec<CommitPosition>, _>| {
+            positions
+                .as_ref()
+                .ok()
+                .and_then(|ps: &Vec<CommitPosition>| {
+                    ps.iter()
+                        .find(|p| p.topic == *topic && p.partition == *partition)
+                        .map(|p| p.next_offset)
+                })
+        };
+        out += &format!(
+            "{topic}/{partition}: committed by {} {:?}, end {:?}\n",
+            enrollstream_runners::projector::GROUP,
+            at(&committed),
+            at(&ends)
+        );
+    }
+    let dead: Vec<_> = scan(&bus, &dlqs)
+        .await
+        .iter()
+        .filter(names_missing)
+        .map(|m| format!("{:?}", m.headers))
+        .collect();
+    out += &format!("dead letters naming them: {dead:?}\n");
+
+    let kept = std::env::temp_dir().join(format!("kafka_crash-logs-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&kept);
     let mut files: Vec<_> = std::fs::read_dir(logs)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
+    out += &format!("whole logs in {}\n", kept.display());
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        out += &format!("--- {} ({} lines)\n", file.display(), lines.len());
-        for line in lines
-            .iter()
-            .filter(|l| missing.iter().any(|m| l.contains(m.as_str())))
-        {
-            out += &format!("[names a missing event] {line}\n");
-        }
-        for line in &lines[lines.len().saturating_sub(40)..] {
-            out += &format!("{line}\n");
+        let _ = std::fs::write(kept.join(file.file_name().unwrap()), &text);
+        out += &format!("--- {} ({} lines)\n", file.display(), text.lines().count());
+        for line in text.lines().filter(|l| {
+            missing.iter().any(|m| l.contains(m.as_str()))
+                || l.contains("partitions assigned")
+                || l.contains("partitions revoked")
+                || l.contains("rebalance failed")
+                || l.contains("ERROR")
+        }) {
+            out += &format!("{}\n", line.chars().take(400).collect::<String>());
         }
     }
     out
+}
+
+/// Everything on `topics` now, for a report: read from the beginning until a poll finds nothing
+/// for two seconds (or a minute has passed); errors end the scan with what was read.
+async fn scan(bus: &KafkaBus, topics: &[&str]) -> Vec<InboundMessage> {
+    use enrollstream_ports::{StartFrom, SubscriptionSpec};
+    let mut spec = SubscriptionSpec::new(format!("test-report-{}", uuid::Uuid::new_v4()), topics);
+    spec.start = StartFrom::Earliest;
+    let Ok(mut sub) = bus.subscribe(spec).await else {
+        return Vec::new();
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut all = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match sub.poll(1000, Duration::from_secs(2)).await {
+            Ok(batch) if !batch.is_empty() => all.extend(batch),
+            _ => break,
+        }
+    }
+    let _ = sub.close().await;
+    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -179,7 +255,7 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
             let applied = store.applied(chunk).await.unwrap();
             missing.extend(chunk.iter().filter(|id| !applied.contains(*id)).cloned());
         }
-        panic!("{stalled}\n{}", report(logs, &missing));
+        panic!("{stalled}\n{}", report(&kafka, logs, &missing).await);
     }
     for (path, event) in accepted.iter().rev().take(10) {
         let (status, body) = front
@@ -187,12 +263,14 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
             .await;
         assert_eq!(status, 200, "{path} through the API: {body}");
     }
-    drained("the outbox", Duration::from_secs(120), || async {
+    let outbox = drained("the outbox", Duration::from_secs(120), || async {
         let (_, ready) = front.get_json("/readyz").await;
         ready["outbox_backlog"].as_u64()
     })
-    .await
-    .unwrap_or_else(|stalled| panic!("{stalled}\n{}", report(logs, &[])));
+    .await;
+    if let Err(stalled) = outbox {
+        panic!("{stalled}\n{}", report(&kafka, logs, &[]).await);
+    }
 
     // The whole event log in one scan, then the entities in batches: FerretDB answers a filter
     // on entity_id with a scan of the collection, so one query per entity would make this check
@@ -258,7 +336,7 @@ async fn projectors_killed_at_random_lose_and_duplicate_nothing() {
         ..Default::default()
     })
     .unwrap();
-    let ids = |messages: &[enrollstream_ports::InboundMessage]| -> HashSet<String> {
+    let ids = |messages: &[InboundMessage]| -> HashSet<String> {
         messages
             .iter()
             .map(|m| codec::decode(m).unwrap().id)

@@ -214,6 +214,7 @@ impl ShadowRebuild {
             replay: None,
             limits: self.limits.clone(),
             fence: None,
+            strikes: Default::default(),
         };
         let ids = (generations, build.build_id.as_str());
         let done = self

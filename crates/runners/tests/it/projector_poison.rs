@@ -1,7 +1,7 @@
 //! The projector against a store that refuses one change for good (`StoreError::Fatal`, as
 //! MongoDB does for a document it cannot encode): the refused event alone is dead-lettered with
 //! the reason, the events around it (the same entity's next one included) are applied, and the
-//! partition moves on. And the fence: a rebuild is refused while a projector holds its lease,
+//! partition moves on; a store that fails an event only a few times gets it applied. And the fence: a rebuild is refused while a projector holds its lease,
 //! and a projector applies nothing while a rebuild holds the read model.
 //!
 //! The store is the real SQLite store behind a decorator that injects the refusal; the bus is the
@@ -19,11 +19,12 @@ use enrollstream_ports::{
 };
 use enrollstream_runners::consumer::{ConsumerLoop, ConsumerSettings};
 use enrollstream_runners::fence::{ProjectorFence, RebuildFence};
-use enrollstream_runners::projector::{Projector, GROUP};
+use enrollstream_runners::projector::{Projector, GROUP, REFUSAL_ATTEMPTS};
 use enrollstream_sqlite::bus::EmbeddedBus;
 use enrollstream_sqlite::store::SqliteStore;
 use serde_json::json;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -31,17 +32,37 @@ use tokio_util::sync::CancellationToken;
 const TOPIC: &str = "enrollment-events";
 
 /// The SQLite store, except that any call applying a change whose event carries
-/// `data.poison` fails as a whole with `Fatal`, the way a store fails a batch it cannot encode.
-struct Refusing(SqliteStore);
+/// `data.poison` fails as a whole with `Fatal`, the way a store fails a batch it cannot encode;
+/// and the first `hiccups` calls applying a change whose event carries `data.hiccup` fail the
+/// same way, as FerretDB does for a write that waited out its SQLite lock.
+struct Refusing(SqliteStore, AtomicU32);
+
+impl Refusing {
+    fn new(store: SqliteStore, hiccups: u32) -> Self {
+        Self(store, AtomicU32::new(hiccups))
+    }
+}
 
 #[async_trait]
 impl Store for Refusing {
     async fn apply(&self, changes: &[Change]) -> Result<Vec<ApplyOutcome>, StoreError> {
-        if changes
-            .iter()
-            .any(|c| c.event.envelope.data.get("poison").is_some())
-        {
+        let carries = |field: &str| {
+            changes
+                .iter()
+                .any(|c| c.event.envelope.data.get(field).is_some())
+        };
+        if carries("poison") {
             return Err(StoreError::Fatal("cannot encode the document".into()));
+        }
+        if carries("hiccup")
+            && self
+                .1
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(StoreError::Fatal(
+                "database is locked (5) (SQLITE_BUSY)".into(),
+            ));
         }
         self.0.apply(changes).await
     }
@@ -144,22 +165,74 @@ fn projector(store: Arc<dyn Store>, fence: Option<ProjectorFence>) -> Projector 
         replay: None,
         limits: Arc::new(Limits::default()),
         fence,
+        strikes: Default::default(),
+    }
+}
+
+/// The embedded bus with `events` on the topic, the store behind `Refusing` with `hiccups`, and
+/// a projector consuming; `stop` ends the projector and returns the dead letters.
+struct Bed {
+    bus: Arc<EmbeddedBus>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Bed {
+    async fn start(events: &[&CloudEvent], hiccups: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Arc::new(EmbeddedBus::open(dir.path(), 1).unwrap());
+        let store: Arc<dyn Store> = Arc::new(Refusing::new(
+            SqliteStore::open(dir.path()).unwrap(),
+            hiccups,
+        ));
+        bus.ensure_topics(&[TopicSpec {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication: 1,
+            retention: None,
+        }])
+        .await
+        .unwrap();
+        bus.publisher()
+            .publish(TOPIC, events.iter().map(|e| codec::encode(e)).collect())
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(
+            ConsumerLoop {
+                bus: bus.clone(),
+                handler: projector(store.clone(), None),
+                settings: ConsumerSettings::new(GROUP, vec![TOPIC.into()]),
+                health: HealthRegistry::default(),
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        );
+        Self {
+            bus,
+            store,
+            shutdown,
+            run,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the projector (so every dead letter is written), then reads the DLQ.
+    async fn stop(self) -> Vec<enrollstream_ports::InboundMessage> {
+        self.shutdown.cancel();
+        self.run.await.unwrap();
+        let mut spec =
+            enrollstream_ports::SubscriptionSpec::new("reader", &["enrollment-events.dlq"]);
+        spec.start = enrollstream_ports::StartFrom::Earliest;
+        let mut sub = self.bus.subscribe(spec).await.unwrap();
+        sub.poll(10, Duration::from_millis(500)).await.unwrap()
     }
 }
 
 #[tokio::test]
 async fn a_change_the_store_refuses_is_dead_lettered_alone_and_the_partition_moves_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Arc::new(EmbeddedBus::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn Store> = Arc::new(Refusing(SqliteStore::open(dir.path()).unwrap()));
-    bus.ensure_topics(&[TopicSpec {
-        name: TOPIC.into(),
-        partitions: 1,
-        replication: 1,
-        retention: None,
-    }])
-    .await
-    .unwrap();
     let mut poison_data = started();
     poison_data["poison"] = json!(true);
     // One batch: the poison first, then a valid start and a submission of the same entity.
@@ -169,27 +242,8 @@ async fn a_change_the_store_refuses_is_dead_lettered_alone_and_the_partition_mov
         "submitted",
         json!({"application_id": "A-1", "submitted_by": "member"}),
     );
-    bus.publisher()
-        .publish(
-            TOPIC,
-            [&poison, &start, &submit]
-                .iter()
-                .map(|e| codec::encode(e))
-                .collect(),
-        )
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        ConsumerLoop {
-            bus: bus.clone(),
-            handler: projector(store.clone(), None),
-            settings: ConsumerSettings::new(GROUP, vec![TOPIC.into()]),
-            health: HealthRegistry::default(),
-            shutdown: shutdown.clone(),
-        }
-        .run(),
-    );
+    let bed = Bed::start(&[&poison, &start, &submit], 0).await;
+    let store = bed.store.clone();
     assert!(
         store
             .wait_applied(&submit.id, Duration::from_secs(60))
@@ -211,15 +265,30 @@ async fn a_change_the_store_refuses_is_dead_lettered_alone_and_the_partition_mov
         .await
         .unwrap()
         .is_empty());
-    shutdown.cancel();
-    run.await.unwrap();
-    let mut spec = enrollstream_ports::SubscriptionSpec::new("reader", &["enrollment-events.dlq"]);
-    spec.start = enrollstream_ports::StartFrom::Earliest;
-    let mut sub = bus.subscribe(spec).await.unwrap();
-    let dead = sub.poll(10, Duration::from_secs(5)).await.unwrap();
+    let dead = bed.stop().await;
     assert_eq!(dead.len(), 1, "only the refused event is dead-lettered");
     assert_eq!(dead[0].header("ce_id"), Some(poison.id.as_str()));
     assert_eq!(dead[0].header("dlq_reason"), Some("store_refused"));
+}
+
+/// A store that fails an event a few times and then takes it (fewer times than
+/// `REFUSAL_ATTEMPTS`): the event is applied, nothing is dead-lettered.
+#[tokio::test]
+async fn an_event_the_store_fails_a_few_times_is_applied_not_dead_lettered() {
+    let mut data = started();
+    data["hiccup"] = json!(true);
+    let start = event("started", data);
+    // Each failed attempt costs two calls: the batch, then the event alone.
+    let bed = Bed::start(&[&start], 2 * (REFUSAL_ATTEMPTS - 1)).await;
+    assert!(
+        bed.store
+            .wait_applied(&start.id, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "the event is applied once the store takes it"
+    );
+    let dead = bed.stop().await;
+    assert!(dead.is_empty(), "nothing is dead-lettered: {dead:?}");
 }
 
 #[tokio::test]

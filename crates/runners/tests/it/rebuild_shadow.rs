@@ -66,6 +66,7 @@ async fn live(store: &Arc<SqliteStore>, bus: &Arc<EmbeddedBus>) {
         replay: None,
         limits: Arc::new(Limits::default()),
         fence: None,
+        strikes: Default::default(),
     };
     let outcomes = live.handle(&batch).await.unwrap();
     assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done)));
