@@ -70,7 +70,23 @@ async fn main() -> anyhow::Result<()> {
         "soak: {events} events, {poison_total} poison, logs under {}",
         root.path().display()
     );
+    // A failed run keeps the process logs it points at; a passed one leaves nothing behind.
+    match run(&args, events, poison_total, started, root.path()).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let kept = root.keep();
+            Err(e.context(format!("process logs are under {}", kept.display())))
+        }
+    }
+}
 
+async fn run(
+    args: &Args,
+    events: u64,
+    poison_total: u64,
+    started: Instant,
+    root: &std::path::Path,
+) -> anyhow::Result<()> {
     let mut kafka = Kafka::start().context("starting Apache Kafka")?;
     let mongo = Mongo::start().context("starting FerretDB")?;
     let smtp = Smtp::start().context("starting the SMTP server")?;
@@ -87,11 +103,11 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("the binary {}", args.binary.display()))?,
         kafka: kafka.bootstrap(),
         mongodb: format!("{}/enrollstream", mongo.uri()),
-        config: config::write(root.path(), &peers)?,
+        config: config::write(root, &peers)?,
     };
     let bus = bus::connect(&kafka.bootstrap())?;
 
-    let mut fleet = Fleet::start(&launcher, root.path())?;
+    let mut fleet = Fleet::start(&launcher, root)?;
     let base = fleet.api.base_url.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -272,7 +288,7 @@ async fn main() -> anyhow::Result<()> {
     // zero (docs/reliability.md).
     println!(
         "commits fenced by a rebalance (process logs): {}",
-        fleet::log_lines_with(root.path(), "commit fenced after a rebalance")
+        fleet::log_lines_with(root, "commit fenced after a rebalance")
     );
     let calls: Vec<String> = targets
         .requests()
@@ -316,10 +332,9 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     if !failed.is_empty() {
         bail!(
-            "the soak FAILED {} check(s): {}; process logs are under {}",
+            "the soak FAILED {} check(s): {}",
             failed.len(),
-            failed.join("; "),
-            root.keep().display()
+            failed.join("; ")
         );
     }
     println!("soak: every check passed");
