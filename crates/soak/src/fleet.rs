@@ -55,6 +55,14 @@ impl Fleet {
         Ok(())
     }
 
+    /// Starts of any process that ended in an exit before its listen line.
+    pub fn failed_starts(&self) -> u32 {
+        std::iter::once(&self.api)
+            .chain(&self.consumers)
+            .map(|p| p.failed_starts)
+            .sum()
+    }
+
     pub fn sample(&self, sampler: &mut rss::Sampler, peers: (&Kafka, &Mongo, &Smtp)) {
         for p in std::iter::once(&self.api).chain(&self.consumers) {
             sampler.sample(&p.name, p.starts, p.pid());

@@ -277,11 +277,12 @@ async fn run(
     accounting::print(&checks);
     println!(
         "\nentities {}, refused requests {}, events in logs never acknowledged (lost responses) {}, \
-         processes that exited on their own {}",
+         processes that exited on their own {}, starts that ended in an exit (started again) {}",
         model.entities,
         tally.refused.load(Ordering::SeqCst),
         model.unacknowledged_in_log,
-        fleet.own_exits
+        fleet.own_exits,
+        fleet.failed_starts()
     );
     // A commit answered "fenced" is taken as done by the runners: counted, because a fenced
     // commit on a partition the member kept is the suspect of a lag that never goes back to

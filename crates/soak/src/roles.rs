@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, Context};
 
 /// Bound on a start: the build and the other processes share two cores.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -33,7 +33,13 @@ pub struct RoleProcess {
     child: Option<Child>,
     pub base_url: String,
     pub starts: u32,
+    /// Starts that ended in an exit before the listen line (the store too slow to answer the
+    /// process's first call, say); each is tried again, up to `START_ATTEMPTS` in a row.
+    pub failed_starts: u32,
 }
+
+/// Starts in a row that may end in an exit before one counts as a failure of the run.
+const START_ATTEMPTS: u32 = 5;
 
 impl RoleProcess {
     pub fn start(
@@ -54,6 +60,7 @@ impl RoleProcess {
             child: None,
             base_url: String::new(),
             starts: 0,
+            failed_starts: 0,
         };
         process.restart()?;
         Ok(process)
@@ -78,15 +85,33 @@ impl RoleProcess {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Starts the process (again) on its data directory and waits for its listen line.
+    /// Starts the process (again) on its data directory and waits for its listen line. A
+    /// process that exits while starting (it gives up on a peer that does not answer in time,
+    /// as an orchestrator's restart would see) is started again, a few times.
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        let mut attempt = 1;
+        loop {
+            match self.start_once() {
+                Ok(()) => return Ok(()),
+                Err(StartFailure::Exited(why)) if attempt < START_ATTEMPTS => {
+                    println!("soak: {why}; starting it again");
+                    self.failed_starts += 1;
+                    attempt += 1;
+                }
+                Err(StartFailure::Exited(why) | StartFailure::Other(why)) => return Err(why),
+            }
+        }
+    }
+
+    fn start_once(&mut self) -> Result<(), StartFailure> {
         self.kill9();
         let log_path = self.dir.join("enrollstream.log");
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
+            .with_context(|| format!("opening {}", log_path.display()))
+            .map_err(StartFailure::Other)?;
         let l = &self.launcher;
         let mut command = Command::new(&l.binary);
         command
@@ -105,7 +130,8 @@ impl RoleProcess {
         die_with_parent(&mut command);
         let mut child = command
             .spawn()
-            .with_context(|| format!("running {}", l.binary.display()))?;
+            .with_context(|| format!("running {}", l.binary.display()))
+            .map_err(StartFailure::Other)?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -117,21 +143,35 @@ impl RoleProcess {
         });
         match rx.recv_timeout(START_DEADLINE) {
             Ok(url) => self.base_url = url,
-            Err(_) => {
-                let status = child.try_wait().ok().flatten();
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{} did not report its address within {START_DEADLINE:?} (exit: {status:?}); see {}",
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stdout closed before the listen line: it is exiting.
+                let status = child.wait();
+                return Err(StartFailure::Exited(anyhow!(
+                    "{} exited while starting ({status:?}); see {}",
                     self.name,
                     log_path.display()
-                );
+                )));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(StartFailure::Other(anyhow!(
+                    "{} did not report its address within {START_DEADLINE:?}; see {}",
+                    self.name,
+                    log_path.display()
+                )));
             }
         }
         self.child = Some(child);
         self.starts += 1;
         Ok(())
     }
+}
+
+enum StartFailure {
+    /// The process exited before its listen line.
+    Exited(anyhow::Error),
+    Other(anyhow::Error),
 }
 
 impl Drop for RoleProcess {
