@@ -45,6 +45,9 @@ const LIMIT: Duration = Duration::from_secs(1800);
 struct Bed {
     kafka: u32,
     mongo: u32,
+    /// FerretDB's PostgreSQL (the postmaster; its backends are counted with it), on that
+    /// handler.
+    postgres: Option<u32>,
 }
 
 impl Bed {
@@ -56,6 +59,7 @@ impl Bed {
         let bed = Bed {
             kafka: kafka.pid().expect("the broker runs"),
             mongo: mongo.pid().expect("FerretDB runs"),
+            postgres: mongo.postgres_pid(),
         };
         (kafka, mongo, bed)
     }
@@ -65,39 +69,60 @@ impl Bed {
 struct Spent {
     what: &'static str,
     cpu: f64,
+    /// One of the bed's servers, not a measured process.
+    server: bool,
     rss_mib: Option<f64>,
 }
 
 /// CPU seconds of the bed's servers and the measured processes over one row.
 struct Cpu {
     pids: Vec<(&'static str, u32)>,
+    /// How many of `pids` are the bed's servers (they come first).
+    servers: usize,
     at: Vec<f64>,
 }
 
 impl Cpu {
     fn start(bed: Bed, measured: &[(&'static str, u32)]) -> Cpu {
         let mut pids = vec![("Kafka", bed.kafka), ("FerretDB", bed.mongo)];
+        pids.extend(bed.postgres.map(|pid| (POSTGRESQL, pid)));
+        let servers = pids.len();
         pids.extend_from_slice(measured);
-        let at = pids.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
-        Cpu { pids, at }
+        let mut cpu = Cpu {
+            pids,
+            servers,
+            at: Vec::new(),
+        };
+        cpu.at = (0..cpu.pids.len()).map(|i| cpu.seconds(i)).collect();
+        cpu
+    }
+
+    fn seconds(&self, i: usize) -> f64 {
+        match self.pids[i] {
+            (POSTGRESQL, pid) => support::tree_cpu_seconds(pid),
+            (_, pid) => cpu_seconds(pid),
+        }
     }
 
     /// Peak RSS is read for the processes started for the row, not for the servers (whose
     /// peak spans the run; printed once at the end) nor for this bench.
     fn spent(&self) -> Vec<Spent> {
         let me = std::process::id();
-        self.pids
-            .iter()
-            .zip(&self.at)
-            .enumerate()
-            .map(|(i, ((what, pid), at))| Spent {
-                what,
-                cpu: cpu_seconds(*pid) - at,
-                rss_mib: (i >= 2 && *pid != me).then(|| peak_rss_mib(*pid)),
+        (0..self.pids.len())
+            .map(|i| {
+                let (what, pid) = self.pids[i];
+                Spent {
+                    what,
+                    cpu: self.seconds(i) - self.at[i],
+                    server: i < self.servers,
+                    rss_mib: (i >= self.servers && pid != me).then(|| peak_rss_mib(pid)),
+                }
             })
             .collect()
     }
 }
+
+const POSTGRESQL: &str = "PostgreSQL";
 
 struct Row {
     what: &'static str,
@@ -373,11 +398,17 @@ async fn pipeline(client: &reqwest::Client, n: u64, rate: u64) -> (Row, Latencie
 
 fn print_table(rows: &[&Row], baseline: f64, raw_store: f64) {
     println!(
-        "{:<36} {:>9} {:>8} {:>9} {:>8} {:>8}  measured processes: CPU s (peak RSS)",
-        "", "events/s", "/ base", "/ store", "Kafka s", "Ferret s"
+        "{:<36} {:>9} {:>8} {:>9}  servers: CPU s; measured processes: CPU s (peak RSS)",
+        "", "events/s", "/ base", "/ store"
     );
     for row in rows {
-        let processes: Vec<String> = row.spent[2..]
+        let (servers, processes): (Vec<&Spent>, Vec<&Spent>) =
+            row.spent.iter().partition(|s| s.server);
+        let servers: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{} {:.2}", s.what, s.cpu))
+            .collect();
+        let processes: Vec<String> = processes
             .iter()
             .map(|s| match s.rss_mib {
                 Some(rss) => format!("{} {:.2} ({rss:.0} MiB)", s.what, s.cpu),
@@ -385,13 +416,12 @@ fn print_table(rows: &[&Row], baseline: f64, raw_store: f64) {
             })
             .collect();
         println!(
-            "{:<36} {:>9.0} {:>7.2}x {:>8.0}% {:>8.2} {:>8.2}  {}",
+            "{:<36} {:>9.1} {:>7.2}x {:>8.1}%  {}; {}",
             row.what,
             row.rate,
             row.rate / baseline,
             100.0 * row.rate / raw_store,
-            row.spent[0].cpu,
-            row.spent[1].cpu,
+            servers.join(", "),
             processes.join(", ")
         );
     }
@@ -404,6 +434,10 @@ fn main() {
     let offered = support::env_or("BENCH_PIPELINE_EVENTS", n);
     let (kafka, mongo, bed) = Bed::start();
     let (brokers, uri) = (kafka.bootstrap(), mongo.uri());
+    // Every process the bench starts reads the store the way that suits this server; set
+    // before any thread runs.
+    std::env::set_var("ENROLLSTREAM_MONGODB__LOOKUPS", mongo.lookups());
+    let handler = mongo.handler();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -435,7 +469,8 @@ fn main() {
         println!("5. pipeline: done");
 
         println!(
-            "\nApache Kafka 4.1.1 (KRaft, one node) + FerretDB 1.24.2 (SQLite handler), {n} events in rows 1-4, {offered} in row 5"
+            "\nApache Kafka 4.1.1 (KRaft, one node) + FerretDB 1.24.2 ({handler} handler, `lookups = \"{}\"`), {n} events in rows 1-4, {offered} in row 5",
+            mongo.lookups()
         );
         print_table(
             &[&produce, &consume, &store, &base, &ours, &whole],

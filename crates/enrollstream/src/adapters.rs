@@ -119,6 +119,7 @@ pub(crate) fn mongo_settings(
     enrollstream_mongodb::MongoSettings {
         server_selection_timeout: Duration::from_millis(m.server_selection_timeout_ms),
         operation_timeout: Duration::from_millis(m.operation_timeout_ms),
+        lookups: m.lookups,
         ..Default::default()
     }
 }

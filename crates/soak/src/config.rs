@@ -19,6 +19,8 @@ pub struct Peers {
     pub salesforce_url: String,
     pub leads_url: String,
     pub smtp_port: u16,
+    /// The store's `[mongodb] lookups` for the test bed's server (`Mongo::lookups`).
+    pub mongodb_lookups: &'static str,
 }
 
 /// Writes the file: no rate limit (the soak drives load through one caller), no authentication
@@ -36,6 +38,9 @@ rate_per_second = 0
 brokers = "{kafka}"
 session_timeout_ms = 6000
 
+[mongodb]
+lookups = "{lookups}"
+
 [reminders]
 interval = "{REMINDER_INTERVAL_SECS}s"
 max_attempts = {MAX_REMINDERS}
@@ -48,6 +53,7 @@ sink = "smtp"
 smtp = {{ host = "127.0.0.1", port = {smtp_port}, tls = "none", timeout = "4s" }}
 "#,
         kafka = peers.kafka,
+        lookups = peers.mongodb_lookups,
         smtp_port = peers.smtp_port,
     );
     let targets = [

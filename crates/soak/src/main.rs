@@ -97,6 +97,7 @@ async fn run(
         salesforce_url: targets.salesforce.base_url().to_string(),
         leads_url: targets.leads.endpoint(),
         smtp_port: smtp.port(),
+        mongodb_lookups: mongo.lookups(),
     };
     let launcher = Launcher {
         binary: std::fs::canonicalize(&args.binary)

@@ -105,8 +105,8 @@ async fn raw_insert_many(uri: &str, batch: usize, indexed: bool) -> f64 {
     if indexed {
         for keys in [
             doc! { "entity_kind": 1, "entity_id": 1, "version": 1 },
-            doc! { "outbox_seq": 1 },
-            doc! { "outbox.id": 1 },
+            doc! { "outbox_pending": 1, "outbox_seq": 1 },
+            doc! { "outbox_ids": 1 },
         ] {
             let unique = keys.contains_key("version");
             let model = mongodb::IndexModel::builder()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use enrollstream_ports::StoreError;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::{
@@ -13,8 +13,9 @@ use mongodb::options::{
 use mongodb::{Collection, Database, IndexModel};
 
 use crate::codec::Fields;
-use crate::entry::{OUTBOX_IDS, OUTBOX_SEQ};
+use crate::entry::{OUTBOX_IDS, OUTBOX_PENDING, OUTBOX_SEQ};
 use crate::error::{classify, is_transient_code, DUPLICATE_KEY};
+use crate::settings::Lookups;
 
 pub(crate) const EVENT_LOG: &str = "event_log";
 pub(crate) const ENTITIES: &str = "entities";
@@ -46,6 +47,7 @@ pub(crate) struct Db {
     pub(crate) idempotency: Collection<Document>,
     /// The read model's generation these collections hold (see `generations`).
     pub(crate) generation: u64,
+    lookups: Lookups,
 }
 
 /// The collections of generation `generation` of the read model, `(event_log, entities)`:
@@ -79,17 +81,20 @@ fn write_concern_doc() -> Document {
     doc! { "w": "majority", "j": true }
 }
 
-/// `{_id: id}` for one id (the only filter FerretDB looks up by key instead of scanning),
-/// `{_id: {$in: ids}}` for several.
-pub(crate) fn by_ids<S: AsRef<str>>(ids: &[S]) -> Document {
-    match ids {
-        [one] => doc! { "_id": one.as_ref() },
-        _ => doc! { "_id": { "$in": ids.iter().map(|s| s.as_ref()).collect::<Vec<_>>() } },
+/// Finds of one key each that [`Lookups::Point`] keeps in flight at once.
+const POINT_LOOKUPS_IN_FLIGHT: usize = 16;
+
+/// `{field: value}` for one value (the only filter FerretDB's SQLite handler looks up by key
+/// instead of scanning, when the field is `_id`), `{field: {$in: values}}` for several.
+fn any_of<S: AsRef<str>>(field: &str, values: &[S]) -> Document {
+    match values {
+        [one] => doc! { field: one.as_ref() },
+        _ => doc! { field: { "$in": values.iter().map(|s| s.as_ref()).collect::<Vec<_>>() } },
     }
 }
 
 impl Db {
-    pub(crate) fn new(database: Database, timeout: Duration) -> Self {
+    pub(crate) fn new(database: Database, timeout: Duration, lookups: Lookups) -> Self {
         let collection = |name: &str| collection(&database, name);
         Self {
             event_log: collection(EVENT_LOG),
@@ -98,6 +103,7 @@ impl Db {
             generation: 1,
             database,
             timeout,
+            lookups,
         }
     }
 
@@ -114,6 +120,7 @@ impl Db {
             generation,
             database: self.database.clone(),
             timeout: self.timeout,
+            lookups: self.lookups,
         }
     }
 
@@ -210,6 +217,75 @@ impl Db {
         .await
     }
 
+    /// The documents whose `field` (a string, or an array of strings) holds one of `values`.
+    pub(crate) async fn find_in<S: AsRef<str>>(
+        &self,
+        collection: &Collection<Document>,
+        field: &str,
+        values: &[S],
+        projection: Option<Document>,
+    ) -> Result<Vec<Document>, StoreError> {
+        match self.lookups {
+            Lookups::Batched => {
+                self.find_all(collection, any_of(field, values), projection)
+                    .await
+            }
+            Lookups::Point => {
+                let filters: Vec<Document> =
+                    values.iter().map(|v| doc! { field: v.as_ref() }).collect();
+                self.find_each(collection, filters, projection).await
+            }
+        }
+    }
+
+    /// The documents matching any of `clauses`: one `$or` find, or with [`Lookups::Point`]
+    /// one find per clause (whose equalities FerretDB looks up in an index, and whose ranges
+    /// it checks on what they found).
+    pub(crate) async fn find_any(
+        &self,
+        collection: &Collection<Document>,
+        clauses: Vec<Document>,
+        projection: Option<Document>,
+    ) -> Result<Vec<Document>, StoreError> {
+        match (self.lookups, clauses.len()) {
+            (_, 0) => Ok(Vec::new()),
+            (Lookups::Batched, _) => {
+                self.find_all(collection, doc! { "$or": clauses }, projection)
+                    .await
+            }
+            (Lookups::Point, _) => self.find_each(collection, clauses, projection).await,
+        }
+    }
+
+    /// One find per filter, [`POINT_LOOKUPS_IN_FLIGHT`] at a time; a document two filters
+    /// match is returned once.
+    async fn find_each(
+        &self,
+        collection: &Collection<Document>,
+        filters: Vec<Document>,
+        projection: Option<Document>,
+    ) -> Result<Vec<Document>, StoreError> {
+        // The finds are made before they are streamed: a closure inside the stream would make
+        // the callers' futures too general to be `Send` (rust-lang/rust#102211).
+        let mut finds = Vec::with_capacity(filters.len());
+        for filter in filters {
+            finds.push(self.find_all(collection, filter, projection.clone()));
+        }
+        let answers: Vec<Vec<Document>> = futures::stream::iter(finds)
+            .buffer_unordered(POINT_LOOKUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut seen = std::collections::HashSet::new();
+        Ok(answers
+            .into_iter()
+            .flatten()
+            .filter(|d| match d.get("_id") {
+                Some(id) => seen.insert(id.to_string()),
+                None => true,
+            })
+            .collect())
+    }
+
     /// Runs `statements` against `collection` in as few raw `update` commands as their size
     /// allows, unordered. A statement refused by a unique index (an upsert that lost the race
     /// to create its document) is skipped; any other refusal is an error. So only writes that
@@ -248,9 +324,15 @@ fn log_indexes() -> [IndexModel; 3] {
             "entity_version",
             true,
         ),
-        // The relay's "oldest unpublished first"; entries with nothing pending have no
-        // `outbox_seq` and sit outside the range it reads.
-        index(doc! { OUTBOX_SEQ: 1 }, "outbox_seq", false),
+        // The relay's "oldest unpublished first"; entries with nothing pending have neither
+        // field. (Event logs written before `outbox_pending` existed need
+        // `updateMany({outbox_seq: {$gt: ""}}, {$set: {outbox_pending: true}})` once:
+        // docs/operations.md.)
+        index(
+            doc! { OUTBOX_PENDING: 1, OUTBOX_SEQ: 1 },
+            "outbox_pending",
+            false,
+        ),
         // Marks find the entries of published message ids.
         index(doc! { OUTBOX_IDS: 1 }, "outbox_ids", false),
     ]

@@ -4,8 +4,10 @@
 //!   the version it reached), the entity's status and state after it, and, while some are
 //!   unpublished, the outbox messages it announced: `outbox` maps message id to message,
 //!   `outbox_ids` lists the unpublished ids (what the relay's marks look up), `outbox_seq`
-//!   orders entries for the relay. Published messages leave the entry; an entry with none left
-//!   has none of the three fields. The entry is the change: inserting it is the one atomic
+//!   orders entries for the relay, and `outbox_pending: true` is what the relay's read matches
+//!   (an equality, which every server serves from an index; FerretDB reads the whole collection
+//!   for a range). Published messages leave the entry; an entry with none left has none of the
+//!   four fields. The entry is the change: inserting it is the one atomic
 //!   write of an apply (see `apply`).
 //! - **Head** (`entities`, `_id` = `"kind:id"`): the entity's latest version, status and state,
 //!   written after the entries it sums up. A cache for reads (see `read`), never a fence.
@@ -24,10 +26,11 @@ use crate::error::corrupt;
 pub(crate) const OUTBOX: &str = "outbox";
 pub(crate) const OUTBOX_IDS: &str = "outbox_ids";
 pub(crate) const OUTBOX_SEQ: &str = "outbox_seq";
+pub(crate) const OUTBOX_PENDING: &str = "outbox_pending";
 
 /// Fields of a log entry that describe the event alone: what `event_log` reads.
 pub(crate) fn event_projection() -> Document {
-    doc! { "status": 0, "state": 0, OUTBOX: 0, OUTBOX_IDS: 0, OUTBOX_SEQ: 0 }
+    doc! { "status": 0, "state": 0, OUTBOX: 0, OUTBOX_IDS: 0, OUTBOX_SEQ: 0, OUTBOX_PENDING: 0 }
 }
 
 /// Fields of a log entry that describe the entity after it: what entity reads need.
@@ -82,6 +85,7 @@ pub(crate) fn entry_doc(
             d.insert(OUTBOX, messages);
             d.insert(OUTBOX_IDS, ids);
             d.insert(OUTBOX_SEQ, seq);
+            d.insert(OUTBOX_PENDING, true);
         }
         writable(&d)?;
         Ok(d)

@@ -47,4 +47,5 @@ pub use entry::entry_document;
 pub use generations::live::RELAY_LOG;
 pub use monitor::CommandStats;
 pub use reminders::MongoReminderStore;
+pub use settings::Lookups;
 pub use store::{MongoSettings, MongoStore};

@@ -1,8 +1,9 @@
 //! The outbox, kept in the log entries of the changes that recorded it (see `entry`): what the
 //! relay reads, how it marks messages published, and how it is woken.
 //!
-//! Pending entries are those with an `outbox_seq`; the index on it serves "oldest first"
-//! without touching the published history. Marking published removes the messages from their
+//! Pending entries are those with `outbox_pending: true`; the index on it and `outbox_seq`
+//! serves "oldest first" without touching the published history, and FerretDB (which serves
+//! no range from an index) looks the equality up in its index trigger's twin (docs/testbed.md). Marking published removes the messages from their
 //! entry: one update per entry unsets them from `outbox` and pulls their ids from `outbox_ids`
 //! (`$pullAll` of exact values: FerretDB's `$pull` ignores conditions), and when no id is left
 //! also unsets `outbox_seq`. Only relays write entries after their insert and messages are
@@ -27,13 +28,12 @@ use tokio::time::Instant;
 
 use crate::codec::Fields;
 use crate::db::{Db, Statement, FIND_BATCH};
-use crate::entry::{pending_of, Pending, OUTBOX, OUTBOX_IDS, OUTBOX_SEQ};
+use crate::entry::{pending_of, Pending, OUTBOX, OUTBOX_IDS, OUTBOX_PENDING, OUTBOX_SEQ};
 use crate::error::classify;
 
-/// Entries with something to publish: every `outbox_seq` is a non-empty string, and a range
-/// over strings leaves out the entries without one.
+/// Entries with something to publish.
 fn pending_filter() -> Document {
-    doc! { OUTBOX_SEQ: { "$gt": "" } }
+    doc! { OUTBOX_PENDING: true }
 }
 
 /// The `limit` oldest pending messages of one generation, with what orders them among other
@@ -83,7 +83,7 @@ pub(crate) async fn pending_ordered(db: &Db, limit: usize) -> Result<Vec<Pending
 }
 
 fn cleared() -> Document {
-    doc! { "$unset": { OUTBOX: "", OUTBOX_IDS: "", OUTBOX_SEQ: "" } }
+    doc! { "$unset": { OUTBOX: "", OUTBOX_IDS: "", OUTBOX_SEQ: "", OUTBOX_PENDING: "" } }
 }
 
 /// Takes every message out of the entries of `event_ids`, unpublished: they are another
@@ -114,19 +114,15 @@ pub(crate) async fn any_pending_in(db: &Db) -> Result<bool, StoreError> {
     Ok(found.is_some())
 }
 
-/// Two round trips whatever the number of messages: the entries holding them, then one update
-/// per entry.
+/// Two round trips whatever the number of messages (with [`crate::Lookups::Point`], a find per
+/// message): the entries holding them, then one update per entry.
 pub(crate) async fn mark_published(db: &Db, ids: &[String]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
     let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let docs = db
-        .find_all(
-            &db.event_log,
-            doc! { OUTBOX_IDS: { "$in": ids } },
-            Some(doc! { OUTBOX_IDS: 1 }),
-        )
+        .find_in(&db.event_log, OUTBOX_IDS, ids, Some(doc! { OUTBOX_IDS: 1 }))
         .await?;
     let mut statements = Vec::with_capacity(docs.len());
     for d in &docs {

@@ -14,7 +14,7 @@ use enrollstream_ports::{EntityRecord, StoreError};
 use mongodb::bson::{doc, Document};
 
 use crate::codec::{entity_key, int, Fields};
-use crate::db::{by_ids, Db};
+use crate::db::Db;
 use crate::entry::{entity_from_entry, entity_from_head, entity_projection};
 use crate::error::classify;
 
@@ -24,7 +24,7 @@ pub(crate) async fn logged(db: &Db, ids: &[String]) -> Result<HashSet<String>, S
         return Ok(HashSet::new());
     }
     let docs = db
-        .find_all(&db.event_log, by_ids(ids), Some(doc! { "_id": 1 }))
+        .find_in(&db.event_log, "_id", ids, Some(doc! { "_id": 1 }))
         .await?;
     docs.iter()
         .map(|d| Ok(Fields::new(d, "event_log entry").str("_id")?.to_string()))
@@ -61,7 +61,7 @@ pub(crate) async fn latest(
     }
     let ids: Vec<&String> = keys.keys().collect();
     let mut found: HashMap<String, EntityRecord> = HashMap::new();
-    for d in db.find_all(&db.entities, by_ids(&ids), None).await? {
+    for d in db.find_in(&db.entities, "_id", &ids, None).await? {
         let record = entity_from_head(&d)?;
         found.insert(entity_key(record.kind, &record.id), record);
     }
@@ -77,11 +77,7 @@ pub(crate) async fn latest(
         })
         .collect::<Result<Vec<Document>, StoreError>>()?;
     let later = db
-        .find_all(
-            &db.event_log,
-            doc! { "$or": clauses },
-            Some(entity_projection()),
-        )
+        .find_any(&db.event_log, clauses, Some(entity_projection()))
         .await?;
     for d in &later {
         let record = entity_from_entry(d)?;
@@ -113,9 +109,9 @@ pub(crate) async fn versions_from(
         })
         .collect::<Result<Vec<Document>, StoreError>>()?;
     let docs = db
-        .find_all(
+        .find_any(
             &db.event_log,
-            doc! { "$or": clauses },
+            clauses,
             Some(doc! { "entity_kind": 1, "entity_id": 1, "version": 1 }),
         )
         .await?;

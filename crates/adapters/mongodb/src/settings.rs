@@ -41,6 +41,24 @@ pub struct MongoSettings {
     /// and its pause by applies. Keep `pointer_ttl` + 10 s + `operation_timeout` below
     /// `retired_grace`.
     pub pointer_ttl: Duration,
+    /// How a batch reads many documents by key: see [`Lookups`].
+    pub lookups: Lookups,
+}
+
+/// How the store reads a batch's documents by key (a batch's event ids, its entities, their
+/// entries above a version, the entries of published messages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lookups {
+    /// One find per batch (`$in`, `$or`): one round trip MongoDB serves from its indexes.
+    #[default]
+    Batched,
+    /// One find per key, a top-level equality each, up to 16 in flight. For servers that serve
+    /// only equalities from an index and read the whole collection for `$in`, `$or` and ranges:
+    /// FerretDB 1.x on PostgreSQL (with the test bed's index trigger, docs/testbed.md). Slower
+    /// on MongoDB (a round trip per key) and on FerretDB's SQLite handler (which scans for
+    /// every filter but a lone `_id`, so a scan per key instead of one per batch).
+    Point,
 }
 
 impl Default for MongoSettings {
@@ -55,6 +73,7 @@ impl Default for MongoSettings {
             count_commands: false,
             retired_grace: Duration::from_secs(60),
             pointer_ttl: Duration::from_secs(1),
+            lookups: Lookups::Batched,
         }
     }
 }

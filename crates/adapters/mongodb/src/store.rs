@@ -51,7 +51,11 @@ impl MongoStore {
     ) -> Result<Self, StoreError> {
         let monitor = settings.count_commands.then(Arc::<Monitor>::default);
         let client = client(uri, &settings, monitor.as_ref()).await?;
-        let db = Db::new(client.database(database), settings.operation_timeout);
+        let db = Db::new(
+            client.database(database),
+            settings.operation_timeout,
+            settings.lookups,
+        );
         let store = Self {
             gens: Arc::new(Gens::new(
                 db.clone(),

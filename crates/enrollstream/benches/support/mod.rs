@@ -321,16 +321,48 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The fields of /proc/PID/stat after the command name (which may hold spaces), from the
+/// state (field 3) on; `None` when the process is gone.
+fn stat_fields(pid: u32) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+    // The state is a letter; the rest are numbers.
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// USER_HZ is 100 on Linux's every mainstream architecture.
+const TICKS_PER_SECOND: f64 = 100.0;
+
 /// CPU seconds (user + system) a process has used, from /proc/PID/stat.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // Fields after the command name (which may hold spaces) start at the state, field 3.
-    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // USER_HZ is 100 on Linux's every mainstream architecture.
-    ticks as f64 / 100.0
+    let fields = stat_fields(pid).unwrap_or_else(|| panic!("/proc/{pid}/stat is gone"));
+    (fields[11] + fields[12]) as f64 / TICKS_PER_SECOND
+}
+
+/// CPU seconds of a server that forks a process per connection (PostgreSQL): its own and its
+/// children's (user + system), with those of children that have exited (which the kernel adds
+/// to the parent's `cutime` and `cstime` once it reaped them).
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    let with_reaped = |f: &[u64]| f[11] + f[12] + f[13] + f[14];
+    let own = stat_fields(pid).unwrap_or_else(|| panic!("/proc/{pid}/stat is gone"));
+    let mut ticks = with_reaped(&own);
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Some(child) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // The parent's pid is field 4, the second after the state.
+        if let Some(f) = stat_fields(child).filter(|f| f[1] == u64::from(pid)) {
+            ticks += with_reaped(&f);
+        }
+    }
+    ticks as f64 / TICKS_PER_SECOND
 }
 
 /// Peak resident set (VmHWM) in MiB, from /proc/PID/status.

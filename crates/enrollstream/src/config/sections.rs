@@ -43,6 +43,8 @@ pub struct MongoConfig {
     pub database: String,
     pub server_selection_timeout_ms: u64,
     pub operation_timeout_ms: u64,
+    /// `batched` (MongoDB) or `point` (FerretDB on PostgreSQL): see `enrollstream_mongodb::Lookups`.
+    pub lookups: enrollstream_mongodb::Lookups,
 }
 
 impl Default for MongoConfig {
@@ -52,6 +54,7 @@ impl Default for MongoConfig {
             database: "enrollstream".into(),
             server_selection_timeout_ms: 2_000,
             operation_timeout_ms: 15_000,
+            lookups: enrollstream_mongodb::Lookups::Batched,
         }
     }
 }
@@ -66,6 +69,7 @@ impl std::fmt::Debug for MongoConfig {
                 &self.server_selection_timeout_ms,
             )
             .field("operation_timeout_ms", &self.operation_timeout_ms)
+            .field("lookups", &self.lookups)
             .finish()
     }
 }

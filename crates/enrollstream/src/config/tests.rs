@@ -109,6 +109,7 @@ fn adapters_from_file_env_and_flags() {
             "[mongodb]\nuri = \"mongodb://u:pw@db:27017\"\ndatabase = \"prod\"\n",
         )?;
         jail.set_env("ENROLLSTREAM_KAFKA__CLIENT_ID", "from-env");
+        jail.set_env("ENROLLSTREAM_MONGODB__LOOKUPS", "point");
         let flags = Overrides {
             kafka: Some(KafkaOverride {
                 brokers: "k1:9092,k2:9092".into(),
@@ -121,6 +122,11 @@ fn adapters_from_file_env_and_flags() {
         assert_eq!(kafka.client_id, "from-env");
         let mongo = c.mongodb.expect("mongodb configured");
         assert_eq!(mongo.database, "prod");
+        assert_eq!(
+            mongo.lookups,
+            enrollstream_mongodb::Lookups::Point,
+            "from env"
+        );
         assert!(
             !format!("{mongo:?}").contains("pw"),
             "the password is never printed"
@@ -191,6 +197,7 @@ fn every_section_is_validated() {
             ("[limits]\nmax_depth = 0\n", "limits.max_depth"),
             ("event_retention = \"1h\"\n", "event_retention"),
             ("[relay]\nbatch_size = 0\n", "relay.batch_size"),
+            ("[mongodb]\nlookups = \"scan\"\n", "batched"),
         ] {
             jail.create_file("bad.toml", file)?;
             let error =

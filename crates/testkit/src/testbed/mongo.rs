@@ -17,9 +17,10 @@ use super::scratch;
 /// [`Mongo::resume`] (which stop and start FerretDB only).
 pub struct Mongo {
     process: Process,
+    backend: FerretBackend,
     // Declared after `process`: FerretDB dies before its PostgreSQL, and both before their
     // files are removed.
-    _postgres: Option<Postgres>,
+    postgres: Option<Postgres>,
     _dir: TempDir,
 }
 
@@ -84,7 +85,8 @@ impl Mongo {
         })?;
         Ok(Mongo {
             process,
-            _postgres: postgres,
+            backend,
+            postgres,
             _dir: dir,
         })
     }
@@ -100,6 +102,30 @@ impl Mongo {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
+    }
+
+    /// The PostgreSQL cluster's postmaster, on the PostgreSQL handler.
+    pub fn postgres_pid(&self) -> Option<u32> {
+        self.postgres.as_ref().and_then(Postgres::pid)
+    }
+
+    /// The store's `[mongodb] lookups` setting that suits this server: `point` on the
+    /// PostgreSQL handler (whose index trigger serves equalities, not `$in` or `$or`), `batched`
+    /// on SQLite (which scans for every filter but a lone `_id`, so one scan per batch beats
+    /// one per key).
+    pub fn lookups(&self) -> &'static str {
+        match self.backend {
+            FerretBackend::Sqlite => "batched",
+            FerretBackend::Postgresql => "point",
+        }
+    }
+
+    /// `SQLite` or `PostgreSQL`: the handler this server stores its collections with.
+    pub fn handler(&self) -> &'static str {
+        match self.backend {
+            FerretBackend::Sqlite => "SQLite",
+            FerretBackend::Postgresql => "PostgreSQL",
+        }
     }
 
     /// Kills the server like a crash, for "MongoDB goes away for a while" tests.

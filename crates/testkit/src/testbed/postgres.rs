@@ -85,6 +85,11 @@ impl Postgres {
     pub(crate) fn port(&self) -> u16 {
         self.process.addr().port()
     }
+
+    /// The postmaster's pid; its backends are its children.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
 }
 
 /// PostgreSQL refuses to run as root: then the cluster runs as the postgres system user (Debian's
