@@ -89,6 +89,11 @@ async fn run(
 ) -> anyhow::Result<()> {
     let mut kafka = Kafka::start().context("starting Apache Kafka")?;
     let mongo = Mongo::start().context("starting FerretDB")?;
+    println!(
+        "soak: FerretDB on its {} handler, [mongodb] lookups = {:?}",
+        mongo.handler(),
+        mongo.lookups()
+    );
     let smtp = Smtp::start().context("starting the SMTP server")?;
     let targets = targets::Targets::start().await;
     let peers = config::Peers {

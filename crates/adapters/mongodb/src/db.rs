@@ -25,7 +25,8 @@ pub(crate) const IDEMPOTENCY: &str = "idempotency";
 const COMMAND_BYTES: usize = 8 * 1024 * 1024;
 /// Statements per raw `update` command. MongoDB takes 100,000; FerretDB 1.24 keeps a cursor
 /// (and one of its 100 SQLite connections) per statement until the command ends, so a command
-/// of 100 statements or more waits forever (docs/testbed.md).
+/// of 100 statements or more waits forever (docs/testbed.md). With [`Lookups::Point`] a command
+/// holds one statement (see [`update_shape`]).
 const COMMAND_STATEMENTS: usize = 64;
 /// Documents asked for per reply of a read; the server caps a reply at 16 MiB.
 pub(crate) const FIND_BATCH: u32 = 100_000;
@@ -299,7 +300,12 @@ impl Db {
         collection: &str,
         statements: &[Statement],
     ) -> Result<(), StoreError> {
-        update_batch(&self.database, self.timeout, collection, statements).await
+        let target = UpdateTarget {
+            database: &self.database,
+            timeout: self.timeout,
+            lookups: self.lookups,
+        };
+        update_batch(&target, collection, statements).await
     }
 }
 
@@ -362,13 +368,34 @@ pub(crate) async fn within<T>(
         })
 }
 
+/// Where [`update_batch`] writes: a database, the bound of each command, and the server's
+/// kind of lookups, which shapes the commands.
+pub(crate) struct UpdateTarget<'a> {
+    pub(crate) database: &'a Database,
+    pub(crate) timeout: Duration,
+    pub(crate) lookups: Lookups,
+}
+
+/// Statements per command and commands in flight. FerretDB holds a connection per statement
+/// of an `update` until the command ends (`defer closer.Close()` in its handler's loop), so a
+/// command of more statements than its pool of PostgreSQL connections (the test bed's: 20)
+/// waits forever, and so do commands that together hold the pool. One statement per command
+/// never holds one connection while waiting for another.
+fn update_shape(lookups: Lookups) -> (usize, usize) {
+    match lookups {
+        Lookups::Batched => (COMMAND_STATEMENTS, 1),
+        Lookups::Point => (1, POINT_LOOKUPS_IN_FLIGHT),
+    }
+}
+
 /// [`Db::update_batch`] on any database, each command bounded by `timeout`.
 pub(crate) async fn update_batch(
-    database: &Database,
-    timeout: Duration,
+    target: &UpdateTarget<'_>,
     collection: &str,
     statements: &[Statement],
 ) -> Result<(), StoreError> {
+    let (per_command, in_flight) = update_shape(target.lookups);
+    let mut commands = Vec::new();
     let mut start = 0;
     while start < statements.len() {
         let mut bytes = 0;
@@ -379,26 +406,28 @@ pub(crate) async fn update_batch(
             let size = bson::to_vec(&encoded)
                 .map_err(|e| StoreError::Fatal(format!("cannot encode an update: {e}")))?
                 .len();
-            if !chunk.is_empty()
-                && (bytes + size > COMMAND_BYTES || chunk.len() == COMMAND_STATEMENTS)
-            {
+            if !chunk.is_empty() && (bytes + size > COMMAND_BYTES || chunk.len() == per_command) {
                 break;
             }
             bytes += size;
             chunk.push(encoded);
         }
-        let count = chunk.len();
-        let command = database.run_command(doc! {
+        start += chunk.len();
+        let command = target.database.run_command(doc! {
             "update": collection,
             "updates": chunk,
             "ordered": false,
             "writeConcern": write_concern_doc(),
         });
-        let reply = within(timeout, async { command.await.map_err(classify) }).await?;
-        check_update_reply(&reply)?;
-        start += count;
+        commands.push(within(target.timeout, async {
+            check_update_reply(&command.await.map_err(classify)?)
+        }));
     }
-    Ok(())
+    futures::stream::iter(commands)
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
 }
 
 /// Refusals by a unique index pass; other refusals are errors.

@@ -50,6 +50,7 @@ pub(crate) struct Collections {
     database: Database,
     /// Bound of one round trip.
     timeout: std::time::Duration,
+    lookups: crate::Lookups,
     reminders: Collection<Document>,
     versions: Collection<Document>,
 }
@@ -89,6 +90,7 @@ impl MongoReminderStore {
                 versions: database.collection_with_options(VERSIONS, collection_options),
                 database,
                 timeout: settings.operation_timeout,
+                lookups: settings.lookups,
             },
             settings,
         };

@@ -29,7 +29,7 @@ use super::record::{
     VERSION,
 };
 use super::Collections;
-use crate::db::{update_batch, Statement};
+use crate::db::{update_batch, Statement, UpdateTarget};
 use crate::error::{classify, duplicate_positions, is_duplicate_key};
 
 /// Rounds of a batch claim that lost reminders to other writers before it gives back what it
@@ -204,7 +204,12 @@ pub(super) async fn claim_due(
                 lease_until,
             });
         }
-        if let Err(e) = update_batch(&c.database, c.timeout, super::COLLECTION, &copies).await {
+        let target = UpdateTarget {
+            database: &c.database,
+            timeout: c.timeout,
+            lookups: c.lookups,
+        };
+        if let Err(e) = update_batch(&target, super::COLLECTION, &copies).await {
             tracing::warn!(error = %e, "claimed reminders' heads not copied; the next load copies them");
         }
         if lost.is_empty() {
