@@ -83,7 +83,7 @@ fn write_concern_doc() -> Document {
 }
 
 /// Finds of one key each that [`Lookups::Point`] keeps in flight at once.
-const POINT_LOOKUPS_IN_FLIGHT: usize = 16;
+pub(crate) const POINT_LOOKUPS_IN_FLIGHT: usize = 16;
 
 /// `{field: value}` for one value (the only filter FerretDB's SQLite handler looks up by key
 /// instead of scanning, when the field is `_id`), `{field: {$in: values}}` for several.
@@ -131,6 +131,10 @@ impl Db {
 
     pub(crate) fn entities_name(&self) -> String {
         collection_names(self.generation).1
+    }
+
+    pub(crate) fn lookups(&self) -> Lookups {
+        self.lookups
     }
 
     pub(crate) fn timeout(&self) -> Duration {

@@ -6,17 +6,23 @@
 //! process died between an apply's insert and its head write) or, on a server whose updates
 //! are not atomic, briefly fall back to an older version. So every read of a head is
 //! completed by the entries above the head's version: usually none, one indexed range each.
+//! With [`Lookups::Point`] a batch reads no heads: one find per entity of its latest entry is
+//! one query where the head and the entries above it would be two, each costing the server
+//! about the same whatever it returns (docs/benchmarks.md). Heads are still written, for
+//! listings.
 
 use std::collections::{HashMap, HashSet};
 
 use enrollstream_domain::EntityKind;
 use enrollstream_ports::{EntityRecord, StoreError};
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document};
 
 use crate::codec::{entity_key, int, Fields};
-use crate::db::Db;
+use crate::db::{Db, POINT_LOOKUPS_IN_FLIGHT};
 use crate::entry::{entity_from_entry, entity_from_head, entity_projection};
 use crate::error::classify;
+use crate::settings::Lookups;
 
 /// Which of `ids` have their entry in the event log, i.e. are applied.
 pub(crate) async fn logged(db: &Db, ids: &[String]) -> Result<HashSet<String>, StoreError> {
@@ -49,7 +55,8 @@ pub(crate) async fn latest_one(
 }
 
 /// The latest state of each existing entity among `keys`, by entity key: the heads, completed
-/// by the entries above them. Two round trips.
+/// by the entries above them, in two round trips; with [`Lookups::Point`], each entity's
+/// latest entry, a find each.
 pub(crate) async fn latest(
     db: &Db,
     keys: &[(EntityKind, String)],
@@ -58,6 +65,9 @@ pub(crate) async fn latest(
         keys.iter().map(|k| (entity_key(k.0, &k.1), k)).collect();
     if keys.is_empty() {
         return Ok(HashMap::new());
+    }
+    if db.lookups() == Lookups::Point {
+        return latest_entries(db, keys.into_values()).await;
     }
     let ids: Vec<&String> = keys.keys().collect();
     let mut found: HashMap<String, EntityRecord> = HashMap::new();
@@ -87,6 +97,26 @@ pub(crate) async fn latest(
         }
     }
     Ok(found)
+}
+
+/// Each entity's latest entry, one find per entity, [`POINT_LOOKUPS_IN_FLIGHT`] at a time.
+async fn latest_entries<'a>(
+    db: &Db,
+    keys: impl Iterator<Item = &'a (EntityKind, String)>,
+) -> Result<HashMap<String, EntityRecord>, StoreError> {
+    // Made before they are streamed, as in `Db::find_each` (rust-lang/rust#102211).
+    let finds: Vec<_> = keys
+        .map(|(kind, id)| db.within(latest_one(db, *kind, id)))
+        .collect();
+    let found: Vec<Option<EntityRecord>> = futures::stream::iter(finds)
+        .buffer_unordered(POINT_LOOKUPS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    Ok(found
+        .into_iter()
+        .flatten()
+        .map(|r| (entity_key(r.kind, &r.id), r))
+        .collect())
 }
 
 /// For each `(kind, id, from)`, the highest version of the entity's entries at or above

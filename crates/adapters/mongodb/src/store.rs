@@ -21,7 +21,7 @@ use crate::entry::{event_from, event_projection};
 use crate::error::classify;
 use crate::generations::{live, Gens};
 use crate::monitor::{CommandStats, Monitor};
-use crate::outbox::Wake;
+use crate::outbox::{Holders, Wake};
 pub(crate) use crate::settings::client;
 pub use crate::settings::MongoSettings;
 use crate::{apply, idempotency, read};
@@ -31,6 +31,8 @@ pub struct MongoStore {
     pub(crate) db: Db,
     settings: MongoSettings,
     wake: Wake,
+    /// The entries of the messages handed to the relay, for their marks.
+    holders: Holders,
     reservations: AtomicU64,
     monitor: Option<Arc<Monitor>>,
     pub(crate) gens: Arc<Gens>,
@@ -64,6 +66,7 @@ impl MongoStore {
             )),
             db,
             wake: Wake::new(settings.outbox_poll_interval),
+            holders: Holders::default(),
             settings,
             reservations: AtomicU64::new(0),
             monitor,
@@ -137,6 +140,7 @@ impl MongoStore {
             db: self.db.clone(),
             settings: self.settings.clone(),
             wake: Wake::new(self.settings.outbox_poll_interval),
+            holders: Holders::default(),
             reservations: AtomicU64::new(0),
             monitor: self.monitor.clone(),
             gens: self.gens.clone(),
@@ -265,6 +269,7 @@ impl Store for MongoStore {
         // Emptied, not dropped: the unique index fencing the log stays in place throughout.
         // The log goes first: it is the read model; heads without it are read as nothing new.
         let db = self.target().await?;
+        self.holders.forget();
         self.bounded(async {
             db.event_log.delete_many(doc! {}).await.map_err(classify)?;
             db.entities.delete_many(doc! {}).await.map_err(classify)?;
@@ -278,7 +283,7 @@ impl Store for MongoStore {
     async fn pending_outbox(&self, limit: usize) -> Result<Vec<StoredOutboxMessage>, StoreError> {
         match self.building {
             true => Ok(Vec::new()),
-            false => live::pending(&self.gens, limit).await,
+            false => live::pending(&self.gens, limit, &self.holders).await,
         }
     }
 
@@ -286,7 +291,7 @@ impl Store for MongoStore {
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         match self.building {
             true => Ok(()),
-            false => live::mark_published(&self.gens, ids).await,
+            false => live::mark_published(&self.gens, ids, &self.holders).await,
         }
     }
 

@@ -13,7 +13,12 @@
 //! the current version; a change the server could never keep is Refused. A later change of the
 //! same entity then sees the version the earlier ones leave. One query reads what that needs:
 //! each entity's entries from its first change's expected version up (one entry when the
-//! caller is right).
+//! caller is right). An entity with one change in the batch that expects nothing (a new quote,
+//! a new application) is not read: versions follow one another from 1, so its insert of
+//! version 1 meets the unique index exactly when the entity exists, and that refusal is
+//! settled like a lost race (below). A redelivered event costs a refused insert then, not a
+//! read per new entity of every batch. (With more changes, the later ones must be decided
+//! against what a redelivered first one left, so the entity is read.)
 //!
 //! The inserts go in chunks of whole entity chains, each an ordered `insert_many`, chunks sent
 //! concurrently: an ordered insert stops at its first refused entry, so no entry is written on
@@ -165,15 +170,21 @@ fn firsts<'a>(changes: &'a [Change], keys: &'a [String]) -> HashMap<&'a str, &'a
     firsts
 }
 
-/// Each entity's highest version at or above its first change's expected version.
+/// Each entity's highest version at or above its first change's expected version, but for
+/// the entities whose only change expects nothing (see the module documentation).
 async fn first_versions(
     db: &Db,
     changes: &[Change],
     keys: &[String],
 ) -> Result<HashMap<String, u64>, StoreError> {
+    let mut changes_of: HashMap<&str, usize> = HashMap::new();
+    for key in keys {
+        *changes_of.entry(key.as_str()).or_default() += 1;
+    }
     let wanted: Vec<(EntityKind, &str, u64)> = firsts(changes, keys)
-        .values()
-        .map(|c| {
+        .iter()
+        .filter(|(key, c)| c.expected_version > 0 || changes_of[*key] > 1)
+        .map(|(_, c)| {
             let e = &c.event;
             (
                 e.entity_kind,

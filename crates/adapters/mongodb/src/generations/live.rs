@@ -24,7 +24,7 @@ use super::{Gens, View, WRITE_WITHIN};
 use crate::apply::{self, Applied, Policy, WriteFence};
 use crate::db::Db;
 use crate::entry::Pending;
-use crate::outbox;
+use crate::outbox::{self, Holders};
 use crate::read::logged;
 
 /// Where the relay's hand-outs and failed marks are logged (at debug and warn), so a test can
@@ -172,6 +172,7 @@ fn outbox_generations(gens: &Gens, view: &View) -> Vec<Db> {
 pub(crate) async fn pending(
     gens: &Gens,
     limit: usize,
+    holders: &Holders,
 ) -> Result<Vec<StoredOutboxMessage>, StoreError> {
     let view = gens.view().await?;
     if !view.pointer.retired.is_empty() && gens.drop_due() {
@@ -180,9 +181,11 @@ pub(crate) async fn pending(
         }
     }
     let dbs = outbox_generations(gens, &view);
-    let found =
-        futures::future::try_join_all(dbs.iter().map(|db| outbox::pending_ordered(db, limit)))
-            .await?;
+    let found = futures::future::try_join_all(
+        dbs.iter()
+            .map(|db| outbox::pending_ordered(db, limit, holders)),
+    )
+    .await?;
     let mut all: Vec<(u64, Pending)> = Vec::new();
     for (i, messages) in found.into_iter().enumerate() {
         let messages = superseded(&dbs[..i], &dbs[i], messages).await?;
@@ -240,11 +243,18 @@ async fn superseded(
 }
 
 /// Marks in every generation not dropped: a message may be pending in more than one.
-pub(crate) async fn mark_published(gens: &Gens, ids: &[String]) -> Result<(), StoreError> {
+pub(crate) async fn mark_published(
+    gens: &Gens,
+    ids: &[String],
+    holders: &Holders,
+) -> Result<(), StoreError> {
     let view = gens.view().await?;
     let dbs = outbox_generations(gens, &view);
-    let marked =
-        futures::future::try_join_all(dbs.iter().map(|db| outbox::mark_published(db, ids))).await;
+    let marked = futures::future::try_join_all(
+        dbs.iter()
+            .map(|db| outbox::mark_published(db, ids, holders)),
+    )
+    .await;
     if let Err(e) = &marked {
         tracing::warn!(target: RELAY_LOG, ids = %ids.join(","), error = %e, "marking published failed; these messages go out again");
     }

@@ -9,4 +9,5 @@ mod credentials;
 mod deliveries;
 mod fencing;
 mod generations;
+mod outbox;
 mod reminders_contract;
